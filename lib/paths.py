@@ -1,7 +1,9 @@
 """Where things live: repository folders, the data cache, run outputs and figures.
 
 Used by every notebook and module. The only machine-specific knob is the data cache, set with
-the environment variable ``WORKBOOK_DATA_DIR`` (default ``<repo>/outputs/data``).
+the environment variable ``WORKBOOK_DATA_DIR`` (default ``<repo>/outputs/data``). Tests also
+redirect run outputs and figures with ``WORKBOOK_OUTPUTS_DIR`` and ``WORKBOOK_FIGURES_DIR`` so
+that they never write into the tracked folders.
 """
 
 from __future__ import annotations
@@ -12,16 +14,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = ROOT / "notebooks"
 PARAMS_DIR = NOTEBOOKS_DIR / "params"
-OUTPUTS_DIR = ROOT / "outputs"
-RESULTS_DIR = OUTPUTS_DIR / "results"
-FIGURES_DIR = ROOT / "figures"
 DOCS_DIR = ROOT / "docs"
+
+
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser().resolve() if value else default
+
+
+def outputs_dir() -> Path:
+    """Run dirs ``<outputs>/<notebook>/<run>/`` and result tables ``<outputs>/results/``."""
+    return _env_path("WORKBOOK_OUTPUTS_DIR", ROOT / "outputs")
+
+
+def results_dir() -> Path:
+    return outputs_dir() / "results"
+
+
+def figures_dir() -> Path:
+    return _env_path("WORKBOOK_FIGURES_DIR", ROOT / "figures")
 
 
 def data_dir() -> Path:
     """The cache for generated and downloaded data (``WORKBOOK_DATA_DIR`` overrides it)."""
-    env = os.environ.get("WORKBOOK_DATA_DIR")
-    return Path(env).expanduser().resolve() if env else OUTPUTS_DIR / "data"
+    return _env_path("WORKBOOK_DATA_DIR", ROOT / "outputs" / "data")
 
 
 def demo_assets_dir(profile: str = "demo") -> Path:

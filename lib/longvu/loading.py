@@ -1,0 +1,298 @@
+"""Load and save LongVU checkpoints in the original layout (config.json + safetensors shards).
+
+Keys are the original ones: `lm_head.weight` and `model.*` (LLM + connector); tower weights live
+in their own dirs / hub repos, as in the release. Before anything is loaded every checkpoint key
+and shape is checked against the architecture the config implies; missing keys, unexpected keys
+and shape mismatches are listed by name. Safetensors only: no pickle, no trust_remote_code.
+NF4 quantises only the decoder's linear layers (lm_head, connector and towers never), and this is
+verified after loading. Used by notebooks 01, 03, 04 through `lib.longvu.load`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import (AutoTokenizer, BitsAndBytesConfig, Dinov2Model, LlamaForCausalLM,
+                          Qwen2ForCausalLM, SiglipVisionModel)
+from transformers.utils import logging as hf_logging
+
+from . import prompts
+from .config import TOWER_HUB_IDS, LongVUConfig, merged_config_dict, read_config
+from .connector import Connector
+from .model import Flags, LongVU
+from .towers import Towers, tower_width
+
+log = logging.getLogger(__name__)
+CONNECTOR_TOP = ("mm_projector", "mm_projector_aux_0", "mm_projector_aux_1", "vision_sampler_0",
+                 "vision_query", "image_newline")
+OFFICIAL = ("Vision-CAIR/LongVU_Qwen2_7B", "Vision-CAIR/LongVU_Qwen2_7B_img",
+            "Vision-CAIR/LongVU_Llama3_2_3B", "Vision-CAIR/LongVU_Llama3_2_3B_img")
+TOWER_DIRS = ("towers", "vision_towers")  # where a self-contained checkpoint keeps its towers
+
+
+class LongVULoadError(RuntimeError):
+    """A checkpoint does not match the architecture its config describes."""
+
+
+def _download_hint(repo_id: str) -> str:
+    return (f"download it first (needs network), e.g.\n    hf download {repo_id}\n"
+            f"or into a folder: hf download {repo_id} --local-dir <dir>  and pass <dir>; "
+            "then run with HF_HUB_OFFLINE=1")
+
+
+def resolve_dir(path_or_id: str | os.PathLike, what: str = "checkpoint") -> Path:
+    """A local dir, or a hub id already in the local HF cache (never downloads)."""
+    p = Path(path_or_id).expanduser()
+    if p.is_dir():
+        return p
+    s = str(path_or_id)
+    if s.count("/") == 1 and not s.startswith((".", "/", "~")):
+        from huggingface_hub import snapshot_download
+        try:
+            return Path(snapshot_download(s, local_files_only=True))
+        except Exception as e:  # not cached (or offline without it)
+            raise FileNotFoundError(f"{what} {s!r} is not a local dir and not in the HF cache "
+                                    f"({type(e).__name__}); {_download_hint(s)}") from None
+    raise FileNotFoundError(f"{what} dir {p} does not exist")
+
+
+def weight_files(ckpt: Path) -> list[Path]:
+    """The checkpoint's safetensors files (single file or sharded with an index)."""
+    index = ckpt / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [s for s in shards if not (ckpt / s).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{ckpt}: shards listed in {index.name} are absent: "
+                                    f"{missing}; re-run the download of this checkpoint")
+        return [ckpt / s for s in shards]
+    single = ckpt / "model.safetensors"
+    if single.is_file():
+        return [single]
+    pickles = sorted(p.name for p in ckpt.glob("*.bin"))
+    if pickles:
+        raise FileNotFoundError(
+            f"{ckpt}: only pickle weights {pickles}; this loader reads safetensors only. Convert "
+            "once in a trusted environment: torch.load(f, weights_only=True) then "
+            "safetensors.torch.save_file(state_dict, 'model.safetensors')")
+    raise FileNotFoundError(f"{ckpt}: no model.safetensors or model.safetensors.index.json")
+
+
+def read_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for f in files:
+        with safe_open(str(f), "pt") as sf:
+            for k in sf.keys():
+                shapes[k] = tuple(sf.get_slice(k).get_shape())
+    return shapes
+
+
+def _decoder_cls(cfg: LongVUConfig):
+    return Qwen2ForCausalLM if cfg.backbone == "qwen" else LlamaForCausalLM
+
+
+def expected_shapes(cfg: LongVUConfig, llm_cfg, widths: tuple[int, int]
+                    ) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
+    """(decoder keys -> shape, connector keys (with `model.`) -> shape), built on `meta`."""
+    with torch.device("meta"):
+        dec = _decoder_cls(cfg)(llm_cfg)
+        con = build_connector(cfg, widths)
+    d = {k: tuple(v.shape) for k, v in dec.state_dict().items()}
+    c = {"model." + k: tuple(v.shape) for k, v in con.state_dict().items()}
+    return d, c
+
+
+def build_connector(cfg: LongVUConfig, widths: tuple[int, int]) -> Connector:
+    return Connector(widths, cfg.vision_hidden_size, cfg.hidden_size, cfg.window_sizes(),
+                     cfg.connector_depth)
+
+
+def check_keys(ckpt: Path, have: dict, dec: dict, con: dict, tied: bool) -> None:
+    """Raise LongVULoadError naming every missing/unexpected key and shape mismatch."""
+    want = {**dec, **con}
+    optional = {"lm_head.weight"} if tied else set()
+    missing = sorted(k for k in want if k not in have and k not in optional)
+    unexpected = sorted(k for k in have if k not in want)
+    bad = sorted(f"{k}: checkpoint {have[k]} vs expected {want[k]}"
+                 for k in have if k in want and tuple(have[k]) != tuple(want[k]))
+    if missing or unexpected or bad:
+        parts = [f"{ckpt}: checkpoint does not match the LongVU architecture of its config.json"]
+        for name, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                            ("shape mismatches", bad)):
+            if items:
+                shown = "\n    ".join(items[:40]) + ("\n    ..." if len(items) > 40 else "")
+                parts.append(f"{name} ({len(items)}):\n    {shown}")
+        parts.append("Fix: use the config.json that came with these weights (image-stage vs "
+                     "video-stage differ in image_token_len/query_num_list), or re-download.")
+        raise LongVULoadError("\n".join(parts))
+
+
+def resolve_towers(ckpt: Path, towers) -> tuple[Path, Path]:
+    """towers: None (checkpoint's own `towers/` dir, else the hub ids the original uses),
+    a dir holding `siglip/` and `dinov2/`, or {"siglip": ..., "dinov2": ...}."""
+    if towers is None:
+        for sub in TOWER_DIRS:
+            if (ckpt / sub / "siglip").is_dir() and (ckpt / sub / "dinov2").is_dir():
+                towers = ckpt / sub
+                break
+        else:
+            towers = dict(TOWER_HUB_IDS)
+    if not isinstance(towers, dict):
+        root = Path(towers)
+        towers = {"siglip": root / "siglip", "dinov2": root / "dinov2"}
+    if set(towers) != {"siglip", "dinov2"}:
+        raise ValueError(f"towers must name 'siglip' and 'dinov2', got {sorted(towers)}")
+    return (resolve_dir(towers["siglip"], "SigLIP tower"),
+            resolve_dir(towers["dinov2"], "DINOv2 tower"))
+
+
+def bnb_config() -> BitsAndBytesConfig:
+    # A user skip list replaces the default one, so lm_head must be named explicitly.
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16,
+                              llm_int8_skip_modules=["lm_head"])
+
+
+def verify_quantization(model: LongVU, quantized: bool) -> None:
+    """Decoder layer linears 4-bit iff `quantized`; lm_head, connector, towers never."""
+    import bitsandbytes as bnb
+    base = model.base_decoder
+    layer_lin = [(n, m) for n, m in base.model.layers.named_modules()
+                 if isinstance(m, torch.nn.Linear)]
+    wrong = [n for n, m in layer_lin if isinstance(m, bnb.nn.Linear4bit) != quantized]
+    for name, mod in (("lm_head", base.lm_head), ("connector", model.connector),
+                      ("towers", model.towers)):
+        if any(isinstance(m, bnb.nn.Linear4bit) for m in mod.modules()):
+            wrong.append(name)
+    if wrong:
+        raise LongVULoadError(f"quantisation check failed (quantized={quantized}) for: "
+                              f"{wrong[:10]}")
+
+
+def _connector_state(files: list[Path]) -> dict[str, torch.Tensor]:
+    out = {}
+    for f in files:
+        with safe_open(str(f), "pt") as sf:
+            for k in sf.keys():
+                if k.startswith("model.") and k[6:].split(".")[0] in CONNECTOR_TOP:
+                    out[k[6:]] = sf.get_tensor(k)
+    return out
+
+
+def load(path_or_id: str | os.PathLike, towers=None, quantization: str = "none",
+         dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
+         adapter: str | os.PathLike | None = None, flags: Flags | None = None,
+         template: str | None = None) -> LongVU:
+    """Load a LongVU checkpoint (official or tiny) in the original layout.
+
+    path_or_id: a dir or a cached hub id (e.g. "Vision-CAIR/LongVU_Qwen2_7B").
+    towers: see `resolve_towers`. quantization: "none" | "nf4" (decoder linears only).
+    dtype: default float32 on CPU, bfloat16 on CUDA and for nf4 (fp16 = the original's choice).
+    adapter: a PEFT adapter dir for the decoder (+ optional `connector.safetensors`).
+    """
+    if quantization not in ("none", "nf4"):
+        raise ValueError(f"quantization must be 'none' or 'nf4', got {quantization!r}")
+    device = torch.device(device)
+    if dtype is None:
+        dtype = torch.float32 if device.type == "cpu" and quantization == "none" else torch.bfloat16
+    ckpt = resolve_dir(path_or_id)
+    cfg, llm_cfg = read_config(ckpt)
+    files = weight_files(ckpt)
+    sig_dir, dino_dir = resolve_towers(ckpt, towers)
+    widths = (tower_width(sig_dir), tower_width(dino_dir))
+    have = read_shapes(files)
+    dec_shapes, con_shapes = expected_shapes(cfg, llm_cfg, widths)
+    check_keys(ckpt, have, dec_shapes, con_shapes, bool(llm_cfg.tie_word_embeddings))
+
+    kwargs = {"config": llm_cfg, "dtype": dtype, "device_map": {"": str(device)},
+              "use_safetensors": True}
+    if quantization == "nf4":
+        kwargs["quantization_config"] = bnb_config()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the connector keys are expected "unexpected" keys here
+    try:
+        decoder, info = _decoder_cls(cfg).from_pretrained(str(ckpt), output_loading_info=True,
+                                                          **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing = sorted(set(info["missing_keys"]) - {"lm_head.weight"})
+    if missing or info.get("mismatched_keys"):
+        raise LongVULoadError(f"{ckpt}: decoder load reported missing {missing} / mismatched "
+                              f"{info.get('mismatched_keys')}")
+    decoder.eval()
+
+    connector = build_connector(cfg, widths)
+    state = _connector_state(files)
+    res = connector.load_state_dict(state, strict=True)
+    assert not res.missing_keys and not res.unexpected_keys
+    connector.to(device=device, dtype=dtype)
+
+    siglip = SiglipVisionModel.from_pretrained(str(sig_dir), dtype=dtype).to(device)
+    dino = Dinov2Model.from_pretrained(str(dino_dir), dtype=dtype).to(device)
+    flags = flags or Flags()
+    tw = Towers(siglip, dino, legacy_dino_interp=flags.legacy_dino_interp)
+
+    tokenizer = None
+    if (ckpt / "tokenizer_config.json").is_file() or (ckpt / "tokenizer.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(str(ckpt))
+    else:
+        log.warning("%s has no tokenizer files; pass input_ids directly", ckpt)
+
+    model = LongVU(decoder, connector, tw, cfg, tokenizer,
+                   template or prompts.template_for(cfg.backbone), flags)
+    model.eval()
+    model.source = str(ckpt)
+    verify_quantization(model, quantization == "nf4")
+    if adapter is not None:
+        attach_adapter(model, adapter)
+    return model
+
+
+def attach_adapter(model: LongVU, adapter_dir: str | os.PathLike) -> None:
+    """Wrap the decoder with a saved PEFT adapter; load `connector.safetensors` if present."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    d = Path(adapter_dir)
+    if not (d / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{d}/adapter_config.json not found: not a PEFT adapter dir")
+    model.decoder = PeftModel.from_pretrained(model.decoder, str(d))
+    model.decoder.eval()
+    con = d / "connector.safetensors"
+    if con.is_file():
+        state = load_file(str(con))
+        own = model.connector.state_dict()
+        unknown = sorted(k for k in state if k not in own)
+        bad = sorted(k for k in state if k in own and state[k].shape != own[k].shape)
+        if unknown or bad:
+            raise LongVULoadError(f"{con}: unknown keys {unknown[:10]}, shape mismatches "
+                                  f"{bad[:10]}")
+        model.connector.load_state_dict(state, strict=False)
+
+
+def save(model: LongVU, out_dir: str | os.PathLike, with_towers: bool = True) -> Path:
+    """Write `model` in the original LongVU layout (+ towers/ and tokenizer if present)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base = model.base_decoder
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in base.state_dict().items()}
+    if "lm_head.weight" not in state:
+        state["lm_head.weight"] = base.lm_head.weight.detach().cpu().clone()
+    for k, v in model.connector.state_dict().items():
+        state["model." + k] = v.detach().cpu().contiguous().clone()
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    cfg_dict = merged_config_dict(model.config, base.config)
+    (out / "config.json").write_text(json.dumps(cfg_dict, indent=2) + "\n")
+    base.generation_config.save_pretrained(str(out))
+    if with_towers:
+        model.towers.siglip.save_pretrained(str(out / "towers" / "siglip"))
+        model.towers.dino.save_pretrained(str(out / "towers" / "dinov2"))
+    if model.tokenizer is not None:
+        model.tokenizer.save_pretrained(str(out))
+    return out
