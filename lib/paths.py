@@ -43,3 +43,21 @@ def data_dir() -> Path:
 def demo_assets_dir(profile: str = "demo") -> Path:
     """Where ``lib.assets`` writes the embedded default for a profile (demo or smoke)."""
     return data_dir() / "assets" / profile
+
+
+PROFILES = ("demo", "smoke", "full")
+
+
+def coco_dir(profile: str = "demo") -> Path:
+    """COCO-layout captioned images: generated shapes-COCO, or real COCO 2017 for ``full``."""
+    return data_dir() / "coco" if profile == "full" else demo_assets_dir(profile) / "coco"
+
+
+def benchmark_dir(profile: str = "demo") -> Path:
+    """TVBench-layout benchmark: generated MiniTVBench, or real TVBench for ``full``."""
+    return data_dir() / "tvbench" if profile == "full" else demo_assets_dir(profile) / "minitvbench"
+
+
+def checkpoints_dir() -> Path:
+    """Local copies of the official LongVU checkpoints and tower weights (full profile)."""
+    return data_dir() / "checkpoints"
