@@ -36,6 +36,10 @@ _LONGVU_KEYS = {
     "freeze_mm_mlp_adapter", "mm_projector_lr", "mm_vision_sampler_lr", "mm_vision_tower_lr",
     "use_mm_proj", "mm_hidden_size",
 }
+# transformers-5.x bookkeeping that a 4.4x-era config.json does not carry
+_NOISE_KEYS = {"rope_parameters", "output_hidden_states", "return_dict", "use_return_dict",
+               "id2label", "label2id", "problem_type", "output_attentions", "layer_types",
+               "chunk_size_feed_forward", "is_encoder_decoder"}
 _DROP_KEYS = {"model_type", "architectures", "_name_or_path", "transformers_version", "torch_dtype",
               "dtype", "auto_map"}
 
@@ -131,6 +135,11 @@ def split_config(raw: dict[str, Any], path: str = "config.json"
     cfg = LongVUConfig(backbone=backbone, extra=extra, **lv_kwargs)
     validate(cfg, path)
     llm_kwargs = {k: v for k, v in raw.items() if k not in _LONGVU_KEYS and k not in _DROP_KEYS}
+    if "rope_parameters" not in llm_kwargs:  # 4.4x layout: rope_theta + rope_scaling
+        rope = dict(llm_kwargs.pop("rope_scaling", None) or {"rope_type": "default"})
+        rope.setdefault("rope_type", rope.pop("type", "default"))
+        rope["rope_theta"] = llm_kwargs.pop("rope_theta", 10000.0)
+        llm_kwargs["rope_parameters"] = rope
     llm_cls = Qwen2Config if backbone == "qwen" else LlamaConfig
     llm_cfg = llm_cls(**llm_kwargs)
     return cfg, llm_cfg
@@ -147,9 +156,7 @@ def read_config(ckpt_dir: str | Path) -> tuple[LongVUConfig, PretrainedConfig]:
 def merged_config_dict(cfg: LongVUConfig, llm_cfg: PretrainedConfig) -> dict[str, Any]:
     """The original-layout config.json content for (cfg, llm_cfg)."""
     d = llm_cfg.to_dict()
-    for k in ("model_type", "architectures", "transformers_version", "dtype", "torch_dtype",
-              "rope_parameters", "_name_or_path", "output_hidden_states", "return_dict",
-              "use_return_dict"):
+    for k in _DROP_KEYS | _NOISE_KEYS:
         d.pop(k, None)
     rope = dict(llm_cfg.rope_parameters or {})
     d["rope_theta"] = rope.pop("rope_theta", getattr(llm_cfg, "rope_theta", None))

@@ -26,7 +26,7 @@ from . import prompts
 from .config import TOWER_HUB_IDS, LongVUConfig, merged_config_dict, read_config
 from .connector import Connector
 from .model import Flags, LongVU
-from .towers import Towers, tower_width
+from .towers import Towers, tower_resolutions, tower_width
 
 log = logging.getLogger(__name__)
 CONNECTOR_TOP = ("mm_projector", "mm_projector_aux_0", "mm_projector_aux_1", "vision_sampler_0",
@@ -162,14 +162,15 @@ def bnb_config() -> BitsAndBytesConfig:
 
 def verify_quantization(model: LongVU, quantized: bool) -> None:
     """Decoder layer linears 4-bit iff `quantized`; lm_head, connector, towers never."""
-    import bitsandbytes as bnb
+    def is4(m):  # by name: importing bitsandbytes is slow and noisy when it is not used
+        return type(m).__name__ == "Linear4bit"
     base = model.base_decoder
     layer_lin = [(n, m) for n, m in base.model.layers.named_modules()
-                 if isinstance(m, torch.nn.Linear)]
-    wrong = [n for n, m in layer_lin if isinstance(m, bnb.nn.Linear4bit) != quantized]
+                 if isinstance(m, torch.nn.Linear) and not n.split(".")[-1].startswith("lora_")]
+    wrong = [n for n, m in layer_lin if is4(m) != quantized]
     for name, mod in (("lm_head", base.lm_head), ("connector", model.connector),
                       ("towers", model.towers)):
-        if any(isinstance(m, bnb.nn.Linear4bit) for m in mod.modules()):
+        if any(is4(m) for m in mod.modules()):
             wrong.append(name)
     if wrong:
         raise LongVULoadError(f"quantisation check failed (quantized={quantized}) for: "
@@ -216,10 +217,17 @@ def load(path_or_id: str | os.PathLike, towers=None, quantization: str = "none",
     if quantization == "nf4":
         kwargs["quantization_config"] = bnb_config()
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the connector keys are expected "unexpected" keys here
+    # quiet: the connector keys are expected "unexpected" keys for the stock decoder, and the
+    # tokenizer/config readers warn about the cambrian_* model_type
+    hf_logging.set_verbosity_error()
     try:
         decoder, info = _decoder_cls(cfg).from_pretrained(str(ckpt), output_loading_info=True,
                                                           **kwargs)
+        tokenizer = None
+        if (ckpt / "tokenizer_config.json").is_file() or (ckpt / "tokenizer.json").is_file():
+            tokenizer = AutoTokenizer.from_pretrained(str(ckpt))
+        else:
+            log.warning("%s has no tokenizer files; pass input_ids directly", ckpt)
     finally:
         hf_logging.set_verbosity(verbosity)
     missing = sorted(set(info["missing_keys"]) - {"lm_head.weight"})
@@ -237,13 +245,8 @@ def load(path_or_id: str | os.PathLike, towers=None, quantization: str = "none",
     siglip = SiglipVisionModel.from_pretrained(str(sig_dir), dtype=dtype).to(device)
     dino = Dinov2Model.from_pretrained(str(dino_dir), dtype=dtype).to(device)
     flags = flags or Flags()
-    tw = Towers(siglip, dino, legacy_dino_interp=flags.legacy_dino_interp)
-
-    tokenizer = None
-    if (ckpt / "tokenizer_config.json").is_file() or (ckpt / "tokenizer.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(str(ckpt))
-    else:
-        log.warning("%s has no tokenizer files; pass input_ids directly", ckpt)
+    tw = Towers(siglip, dino, legacy_dino_interp=flags.legacy_dino_interp,
+                sizes=tower_resolutions(cfg.mm_vision_tower_aux_list))
 
     model = LongVU(decoder, connector, tw, cfg, tokenizer,
                    template or prompts.template_for(cfg.backbone), flags)
@@ -279,8 +282,11 @@ def attach_adapter(model: LongVU, adapter_dir: str | os.PathLike) -> None:
 def save(model: LongVU, out_dir: str | os.PathLike, with_towers: bool = True) -> Path:
     """Write `model` in the original LongVU layout (+ towers/ and tokenizer if present)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     base = model.base_decoder
+    if any(type(m).__name__ == "Linear4bit" for m in base.modules()):
+        raise ValueError("save() writes full-precision checkpoints; this decoder is 4-bit. Load "
+                         "with quantization='none' to save.")
+    out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in base.state_dict().items()}
     if "lm_head.weight" not in state:
         state["lm_head.weight"] = base.lm_head.weight.detach().cpu().clone()

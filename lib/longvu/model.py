@@ -133,7 +133,7 @@ class LongVU(nn.Module):
         frames = np.asarray(frames)
         if kind == "image" and len(frames) != 1:
             raise ValueError(f"kind='image' takes one frame, got {len(frames)}")
-        sig, dino = preprocess_frames(frames)
+        sig, dino = preprocess_frames(frames, self.towers.sizes)
         h, w = frames.shape[1:3]
         swap = kind == "video" and self.flags.legacy_video_size_swap
         size = (h, w) if swap else (w, h)

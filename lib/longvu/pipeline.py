@@ -192,8 +192,8 @@ def encode_visual(towers: Towers, connector: Connector, cfg: LongVUConfig,
     proj_low = connector.mm_projector(low.to(cdt)).to(dtype) if mix else None
 
     if trace is not None:
-        trace.update(kept_frame_indices=kept, siglip_features=siglip, aux0=aux0, aux1=aux1, sva_output=sva,
-                     proj_highres=proj_high, proj_lowres=proj_low)
+        trace.update(kept_frame_indices=kept, siglip_features=siglip, aux0=aux0, aux1=aux1,
+                     sva_output=sva, proj_highres=proj_high, proj_lowres=proj_low)
 
     block = VisualBlock(is_video=is_video, mix=mix, high=[], high_meta=[], kept=kept)
     newline = connector.image_newline

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,15 +62,34 @@ def normalise(img: np.ndarray, spec: TowerSpec) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def preprocess_frames(frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(T, H, W, 3) uint8 RGB -> (SigLIP pixels (T,3,384,384), DINO pixels (T,3,378,378)), fp32."""
+def preprocess_frames(frames: np.ndarray, sizes: tuple[int, int] = (384, 378)
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T, H, W, 3) uint8 RGB -> (SigLIP pixels (T,3,S0,S0), DINO pixels (T,3,S1,S1)), fp32.
+
+    sizes: tower input sides, (384, 378) for the real towers.
+    """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 (T, H, W, 3) RGB, got {frames.dtype} "
                          f"{frames.shape}")
-    sig = np.stack([normalise(pad_resize(f, SIGLIP), SIGLIP) for f in frames])
-    dino = np.stack([normalise(pad_resize(f, DINO), DINO) for f in frames])
+    sig_spec = TowerSpec(sizes[0], SIGLIP.mean, SIGLIP.std)
+    dino_spec = TowerSpec(sizes[1], DINO.mean, DINO.std)
+    sig = np.stack([normalise(pad_resize(f, sig_spec), sig_spec) for f in frames])
+    dino = np.stack([normalise(pad_resize(f, dino_spec), dino_spec) for f in frames])
     return torch.from_numpy(sig), torch.from_numpy(dino)
+
+
+def tower_resolutions(tower_names: list[str]) -> tuple[int, int]:
+    """Input sides from the config's tower strings, e.g. '...-14-384' and '...-res378'.
+
+    The original hard-codes 384 / 378 for these exact strings; tiny 'small' checkpoints write
+    their own resolution the same way.
+    """
+    out = []
+    for name, default in zip(tower_names, (SIGLIP.size, DINO.size)):
+        m = re.search(r"(?:res)?(\d+)$", name)
+        out.append(int(m.group(1)) if m else default)
+    return out[0], out[1]
 
 
 def _legacy_interpolate_pos_encoding(self, embeddings: torch.Tensor, height: int, width: int
@@ -117,9 +137,10 @@ class Towers(nn.Module):
     """Frozen SigLIP + DINOv2 with LongVU's feature extraction; never trained, never quantised."""
 
     def __init__(self, siglip: nn.Module, dino: nn.Module, legacy_dino_interp: bool = True,
-                 chunk_size: int = 64):
+                 chunk_size: int = 64, sizes: tuple[int, int] = (384, 378)):
         super().__init__()
         self.siglip, self.dino = siglip, dino
+        self.sizes = sizes  # input sides (SigLIP, DINO)
         self.chunk_size = chunk_size
         if legacy_dino_interp:
             legacy_dino_pos_interpolation(dino)
