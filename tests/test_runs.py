@@ -1,0 +1,32 @@
+"""Run dirs, sidecar JSON files and append-or-replace result tables."""
+
+import json
+
+from lib import paths, runs
+
+
+def test_start_writes_params_and_env():
+    run = runs.start("99_test", "r1", {"SEED": 3})
+    assert run.dir == paths.outputs_dir() / "99_test" / "r1"
+    assert json.loads(run.path("params.json").read_text()) == {"SEED": 3}
+    env = json.loads(run.path("env.json").read_text())
+    assert env["packages"]["numpy"] and env["python"]
+    runs.save_metrics(run, {"a": 1})
+    runs.save_metrics(run, {"b": 2})
+    assert json.loads(run.path("metrics.json").read_text()) == {"a": 1, "b": 2}
+
+
+def test_notebook_params_keeps_upper_case_literals():
+    ns = {"SEED": 1, "N": [1, 2], "lower": 3, "OBJ": object(), "_X": 1}
+    assert runs.notebook_params(ns) == {"SEED": 1, "N": [1, 2]}
+
+
+def test_append_result_replaces_same_key():
+    runs.append_result("t_runs", {"model": "a", "seed": 0, "acc": 0.1}, key=["model", "seed"])
+    runs.append_result("t_runs", {"model": "a", "seed": 1, "acc": 0.2}, key=["model", "seed"])
+    runs.append_result("t_runs", {"model": "a", "seed": 0, "acc": 0.3}, key=["model", "seed"])
+    df = runs.read_results("t_runs")
+    assert len(df) == 2
+    assert df.set_index("seed").loc[0, "acc"] == 0.3
+    assert runs.has_result("t_runs", {"model": "a", "seed": 1})
+    assert not runs.has_result("t_runs", {"model": "b"})
