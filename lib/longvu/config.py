@@ -40,7 +40,8 @@ _LONGVU_KEYS = {
 _NOISE_KEYS = {"rope_parameters", "output_hidden_states", "return_dict", "use_return_dict",
                "id2label", "label2id", "problem_type", "output_attentions", "layer_types",
                "chunk_size_feed_forward", "is_encoder_decoder"}
-_DROP_KEYS = {"model_type", "architectures", "_name_or_path", "transformers_version", "torch_dtype",
+_DROP_KEYS = {"model_type", "architectures", "_name_or_path", "transformers_version",
+              "torch_dtype",
               "dtype", "auto_map"}
 
 
@@ -67,7 +68,8 @@ class LongVUConfig:
         default_factory=lambda: ["siglip/CLIP-ViT-SO400M-14-384", "facebook/dinov2-giant-res378"])
     mm_projector_type: str = "sva"
     frame_pos: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)  # every other LongVU key, written back on save
+    # every other LongVU key, written back on save
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def model_type(self) -> str:

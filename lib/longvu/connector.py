@@ -97,7 +97,7 @@ def _aux_mlp(d_in: int, d: int) -> nn.Sequential:
 
 
 class Connector(nn.Module):
-    """Everything between the towers and the LLM. State-dict keys == original keys minus `model.`."""
+    """Towers -> LLM glue; state-dict keys = original keys minus `model.`."""
 
     def __init__(self, tower_widths: tuple[int, int], vision_hidden_size: int, llm_hidden: int,
                  window_sizes: list[int], depth: int):

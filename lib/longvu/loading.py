@@ -202,7 +202,8 @@ def load(path_or_id: str | os.PathLike, towers=None, quantization: str = "none",
         raise ValueError(f"quantization must be 'none' or 'nf4', got {quantization!r}")
     device = torch.device(device)
     if dtype is None:
-        dtype = torch.float32 if device.type == "cpu" and quantization == "none" else torch.bfloat16
+        cpu_full = device.type == "cpu" and quantization == "none"
+        dtype = torch.float32 if cpu_full else torch.bfloat16
     ckpt = resolve_dir(path_or_id)
     cfg, llm_cfg = read_config(ckpt)
     files = weight_files(ckpt)
@@ -225,7 +226,8 @@ def load(path_or_id: str | os.PathLike, towers=None, quantization: str = "none",
                                                           **kwargs)
         tokenizer = None
         if (ckpt / "tokenizer_config.json").is_file() or (ckpt / "tokenizer.json").is_file():
-            tokenizer = AutoTokenizer.from_pretrained(str(ckpt))
+            # config= stops AutoTokenizer from parsing the cambrian_* config.json itself
+            tokenizer = AutoTokenizer.from_pretrained(str(ckpt), config=llm_cfg)
         else:
             log.warning("%s has no tokenizer files; pass input_ids directly", ckpt)
     finally:

@@ -251,7 +251,9 @@ class LongVU(nn.Module):
 
     # -- inference ------------------------------------------------------------------------
     def _prompt_ids(self, prompt_text) -> list[int]:
-        return list(prompt_text) if not isinstance(prompt_text, str) else self.tokenize(prompt_text)
+        if isinstance(prompt_text, str):
+            return self.tokenize(prompt_text)
+        return list(prompt_text)
 
     @torch.no_grad()
     def generate_ids(self, inputs_embeds: torch.Tensor, max_new_tokens: int = 5,
@@ -317,9 +319,11 @@ class LongVU(nn.Module):
             batch[i, :L] = embeds
             batch[i, L:L + len(c)] = self.embed_tokens(ids)
             mask[i, :L + len(c)] = 1
-        hidden = self.base_decoder.model(inputs_embeds=batch, attention_mask=mask).last_hidden_state
+        base = self.base_decoder
+        hidden = base.model(inputs_embeds=batch, attention_mask=mask).last_hidden_state
         out = []
         for i, c in enumerate(conts):
             logp = self._logits(hidden[i, L - 1:L - 1 + len(c)]).log_softmax(-1)
-            out.append(float(logp[torch.arange(len(c)), torch.tensor(c, device=logp.device)].sum()))
+            tgt = torch.tensor(c, device=logp.device)
+            out.append(float(logp[torch.arange(len(c)), tgt].sum()))
         return out

@@ -283,7 +283,8 @@ def splice(block: VisualBlock, input_ids: list[int], embed: torch.nn.Module, cfg
            trace: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (inputs_embeds (L, H), position map (L,): index into input_ids, -1 for visual rows)."""
     if input_ids.count(IMAGE_TOKEN_INDEX) != 1:
-        raise ValueError(f"input_ids must hold exactly one <image> sentinel ({IMAGE_TOKEN_INDEX}), "
+        raise ValueError(f"input_ids must hold exactly one <image> sentinel "
+                         f"({IMAGE_TOKEN_INDEX}), "
                          f"found {input_ids.count(IMAGE_TOKEN_INDEX)}")
     pos = input_ids.index(IMAGE_TOKEN_INDEX)
     dev = embed.weight.device

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 IMAGE_TOKEN = "<image>"
 IMAGE_TOKEN_INDEX = -200
 SYSTEM = "You are a helpful assistant."
-LLAMA3_DATE = "26 Jul 2024"  # the stock template's fallback when strftime_now is undefined (tf 4.4x)
+# the stock template's date when strftime_now is undefined (transformers 4.4x)
+LLAMA3_DATE = "26 Jul 2024"
 MC_INSTRUCTION = ("Answer with the option's letter from the given choices directly and only give "
                   "the best option.")
 STOP = {"qwen": "<|im_end|>", "llama3": "<|eot_id|>", "llama3_train": "<|eot_id|>"}
@@ -40,7 +41,8 @@ def build_prompt(template: str, user_text: str, with_image: bool = True) -> str:
     if template in ("llama3", "llama3_train"):
         system = SYSTEM
         if template == "llama3":
-            system = f"Cutting Knowledge Date: December 2023\nToday Date: {LLAMA3_DATE}\n\n{SYSTEM}"
+            system = (f"Cutting Knowledge Date: December 2023\nToday Date: {LLAMA3_DATE}\n\n"
+                      + SYSTEM)
         return ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
                 f"{system}<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
                 f"{content.strip()}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")

@@ -85,16 +85,17 @@ def _llm_config(backbone: str, tokenizer) -> Qwen2Config | LlamaConfig:
                   use_cache=False)
     if backbone == "qwen":
         # 320 > len(tokenizer): like Qwen2-7B (152064 rows vs 151646 tokens)
-        return Qwen2Config(vocab_size=320, max_position_embeddings=32768, rope_theta=1e6,
-                           rope_scaling=None, tie_word_embeddings=False,
+        return Qwen2Config(vocab_size=320, max_position_embeddings=32768,
+                           rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+                           tie_word_embeddings=False,
                            bos_token_id=ids["<|endoftext|>"], sliding_window=None,
                            eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]], **common)
     return LlamaConfig(vocab_size=len(tokenizer), head_dim=16, max_position_embeddings=131072,
-                       rope_theta=5e5, tie_word_embeddings=True,
-                       rope_scaling={"factor": 32.0, "high_freq_factor": 4.0,
-                                     "low_freq_factor": 1.0,
-                                     "original_max_position_embeddings": 8192,
-                                     "rope_type": "llama3"},
+                       tie_word_embeddings=True,
+                       rope_parameters={"factor": 32.0, "high_freq_factor": 4.0,
+                                        "low_freq_factor": 1.0,
+                                        "original_max_position_embeddings": 8192,
+                                        "rope_type": "llama3", "rope_theta": 5e5},
                        bos_token_id=ids["<|begin_of_text|>"],
                        eos_token_id=[ids["<|end_of_text|>"], ids["<|eom_id|>"], ids["<|eot_id|>"]],
                        **common)
