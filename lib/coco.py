@@ -1,7 +1,8 @@
 """COCO captions: validation and a caption index over a captions file (pycocotools).
 
 Used by notebook 00 (checks real COCO train2017 and the generated shapes-COCO with the same code)
-and by ``lib.pseudo_video`` (notebook 02, 03), which draws scenes and captions from the index.
+and by ``lib.pseudo_video`` (notebook 02, 03), which draws scenes and captions from the index and
+loads images through ``CaptionIndex.load_image`` (errors name the image id and file).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 COCO_URLS = {
     "annotations": "http://images.cocodataset.org/annotations/annotations_trainval2017.zip",
@@ -214,9 +217,41 @@ class CaptionIndex:
             raise CocoError("CaptionIndex was built without image_dir; pass the split's folder")
         return self.image_dir / self.coco.imgs[image_id]["file_name"]
 
+    def captions_for(self, image_id: int) -> list[str]:
+        """The cleaned captions of an image; an error naming the id if it has none."""
+        caps = self.captions.get(image_id)
+        if not caps:
+            known = image_id in self.coco.imgs
+            raise CocoError(
+                f"{self.captions_file}: image id {image_id} "
+                + ("has no captions; add captions for it or leave it out of the formations."
+                   if known else "is not in this captions file (wrong split or file?)."))
+        return caps
+
+    def load_image(self, image_id: int) -> np.ndarray:
+        """The image as uint8 RGB (H, W, 3); ``CocoError`` naming the id and file when it fails."""
+        return load_rgb(self.image_path(image_id), image_id)
+
     @classmethod
     def from_root(cls, root: Path | str, split: str = "train") -> "CaptionIndex":
         return cls(captions_path(root, split), images_dir(root, split))
+
+
+def load_rgb(path: Path | str, image_id: int | None = None) -> np.ndarray:
+    """Decode an image file to uint8 RGB (H, W, 3) as the paper's loader does (PIL, convert RGB)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    what = f"image id {image_id} ({path})" if image_id is not None else str(path)
+    if not path.exists():
+        raise CocoError(f"{what}: file not found; re-download the image folder or rebuild the "
+                        "embedded assets (python -m lib.assets build).")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise CocoError(f"{what}: cannot be decoded ({type(e).__name__}: {e}); the file is "
+                        "corrupt, re-download or rebuild it.") from e
 
 
 def _quiet_coco(coco_cls, path: Path):
