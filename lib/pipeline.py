@@ -9,12 +9,25 @@ an ``_all:`` section given to every notebook plus one section per notebook stem:
 Only parameters a notebook declares in its ``parameters`` cell are injected. Each executed copy
 is written to ``outputs/<notebook>/<RUN_NAME>/<notebook>.ipynb``; sources are never run in place.
 
-CLI: ``python -m lib.pipeline --preset demo|smoke|full [--only 02,04]``.
+A sweep preset (e.g. ``paper-table6.yaml``) has a ``sweep:`` block instead: the notebooks to
+run per row and, per profile, the rows and the settings common to them::
+
+    sweep: {notebooks: ["03", "04"]}
+    common: {demo: {03_qlora_finetune: {N: 800}}}
+    rows: {demo: {F2: {F: 2}, F4: {F: 4}}}
+
+Each row runs on top of the profile's own preset (``demo.yaml`` ...) with
+``RUN_NAME = <preset>-<profile>-<row>`` (strings may use ``{RUN_NAME}``), and is recorded in
+``outputs/results/sweeps.csv`` once all its notebooks succeed; a rerun skips recorded rows.
+
+CLI: ``python -m lib.pipeline --preset demo|smoke|full [--only 02,04]``
+     ``python -m lib.pipeline --preset paper-table6 --profile demo|smoke|full [--force]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -63,13 +76,32 @@ def select(nbs: list[Path], only: str | None) -> list[Path]:
     return picked
 
 
-def notebook_parameters(preset: dict[str, dict[str, Any]], nb: Path) -> dict[str, Any]:
-    """The preset's values for the parameters this notebook declares."""
+def notebook_parameters(preset: dict[str, dict[str, Any]], nb: Path,
+                        *overrides: dict[str, Any]) -> dict[str, Any]:
+    """The preset's values for the parameters this notebook declares.
+
+    ``overrides`` are further preset-shaped dicts (``_all`` / per-notebook sections) or flat
+    parameter dicts, applied in order.
+    """
     import papermill as pm
 
     declared = pm.inspect_notebook(str(nb))
     merged = {**preset.get("_all", {}), **preset.get(nb.stem, {})}
+    for o in overrides:
+        flat = {k: v for k, v in o.items() if not isinstance(v, dict)}
+        merged.update({**flat, **o.get("_all", {}), **o.get(nb.stem, {})})
     return {k: v for k, v in merged.items() if k in declared}
+
+
+def _format_run_name(params: dict[str, Any], run_name: str) -> dict[str, Any]:
+    def fmt(v: Any) -> Any:
+        if isinstance(v, str):
+            return v.replace("{RUN_NAME}", run_name)
+        if isinstance(v, list):
+            return [fmt(x) for x in v]
+        return v
+
+    return {k: fmt(v) for k, v in params.items()}
 
 
 def run_notebook(nb: Path, params: dict[str, Any], run_name: str) -> Path:
@@ -109,14 +141,60 @@ def run_preset(preset: str, only: str | None = None, notebooks_dir: Path | None 
     return done
 
 
+def run_sweep(preset: str, profile: str, force: bool = False,
+              notebooks_dir: Path | None = None, params_dir: Path | None = None) -> list[str]:
+    """Run every row of a sweep preset for a profile; rows already recorded are skipped."""
+    spec = load_preset(preset, params_dir)
+    if "sweep" not in spec:
+        raise ValueError(f"{preset}.yaml has no 'sweep:' block; run it without --profile")
+    rows = spec.get("rows", {}).get(profile)
+    if not rows:
+        raise ValueError(f"{preset}.yaml has no rows for profile {profile!r}; it has "
+                         f"{sorted(spec.get('rows', {}))}")
+    base = load_preset(profile, params_dir)
+    common = spec.get("common", {}).get(profile, {})
+    nbs = select(notebooks(notebooks_dir), ",".join(spec["sweep"]["notebooks"]))
+    finished = []
+    for r, (row, row_params) in enumerate(rows.items(), 1):
+        key = {"sweep": preset, "profile": profile, "row": row}
+        run_name = f"{preset}-{profile}-{row}"
+        if not force and runs.has_result("sweeps", key):
+            print(f"[row {r}/{len(rows)}] {row}: already done (outputs/results/sweeps.csv), "
+                  "skipped", flush=True)
+            continue
+        t0 = time.perf_counter()
+        for i, nb in enumerate(nbs, 1):
+            params = _format_run_name(notebook_parameters(base, nb, common, row_params), run_name)
+            params["RUN_NAME"] = run_name
+            print(f"[row {r}/{len(rows)}] {row} [{i}/{len(nbs)}] {nb.stem} ...", flush=True)
+            run_notebook(nb, params, run_name)
+        runs.append_result("sweeps", {**key, "run_name": run_name,
+                                      "params": json.dumps(row_params, sort_keys=True),
+                                      "seconds": round(time.perf_counter() - t0, 1)},
+                           key=list(key))
+        print(f"[row {r}/{len(rows)}] {row} ok in {time.perf_counter() - t0:.1f} s", flush=True)
+        finished.append(row)
+    return finished
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.pipeline", description=__doc__.split("\n")[0])
     ap.add_argument("--preset", required=True,
                     help="notebooks/params/<preset>.yaml, e.g. demo, smoke, full")
     ap.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 02,04")
+    ap.add_argument("--profile", default=None, choices=paths.PROFILES,
+                    help="for sweep presets (paper-table*): the scale to run the rows at")
+    ap.add_argument("--force", action="store_true", help="sweeps: rerun rows already recorded")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
+        if args.profile is not None:
+            rows = run_sweep(args.preset, args.profile, args.force)
+            print(f"sweep {args.preset} ({args.profile}): {len(rows)} row(s) run in "
+                  f"{time.perf_counter() - t0:.1f} s")
+            return 0
+        if "sweep" in load_preset(args.preset):
+            raise ValueError(f"{args.preset} is a sweep: add --profile demo|smoke|full")
         done = run_preset(args.preset, args.only)
     except NotebookFailed as e:
         print(f"FAILED: {e}", file=sys.stderr)

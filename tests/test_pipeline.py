@@ -48,3 +48,24 @@ def test_failing_notebook_is_named(tmp_path, capsys):
 
 def test_cli_exit_codes():
     assert pipeline.main(["--preset", "no-such-preset"]) == 2
+
+
+def test_sweep_runs_rows_once(tmp_path, capsys):
+    nbdir, pdir = tmp_path / "nb", tmp_path / "params"
+    nbdir.mkdir()
+    pdir.mkdir()
+    _notebook(nbdir / "03_train.ipynb",
+              "import pathlib, os\nassert X in (2, 3)\n"
+              "pathlib.Path(os.environ['WORKBOOK_OUTPUTS_DIR'], RUN_NAME + '.txt').write_text(str(X))")
+    _notebook(nbdir / "04_eval.ipynb", "assert RUN_NAME.startswith('tbl-smoke-')")
+    (pdir / "smoke.yaml").write_text("_all: {X: 1}\n")
+    (pdir / "tbl.yaml").write_text(
+        "sweep: {notebooks: ['03', '04']}\n"
+        "rows: {smoke: {a: {X: 2}, b: {X: 3}}}\n")
+    assert pipeline.run_sweep("tbl", "smoke", notebooks_dir=nbdir, params_dir=pdir) == ["a", "b"]
+    assert (paths.outputs_dir() / "tbl-smoke-b.txt").read_text() == "3"
+    assert (paths.outputs_dir() / "04_eval" / "tbl-smoke-a" / "04_eval.ipynb").exists()
+    assert pipeline.run_sweep("tbl", "smoke", notebooks_dir=nbdir, params_dir=pdir) == []
+    assert "already done" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="no rows for profile 'full'"):
+        pipeline.run_sweep("tbl", "full", notebooks_dir=nbdir, params_dir=pdir)
