@@ -50,6 +50,10 @@ def test_tiny_cli_writes_original_layout(tmp_path):
     assert "lm_head.weight" in keys and "model.vision_query" in keys
     assert "model.vision_sampler_0.layers.2.cross_attn.k_proj_1.1.weight" in keys
     assert not any("pos_embed" in k for k in keys)  # image stage: 1x1 windows
+    from lib.longvu import load
+    model = load(out, quantization="nf4")  # the CLI's output is a model path for every module
+    assert model.template == "llama3" and model.towers.sizes == (64, 56)
+    assert isinstance(model.generate(FRAMES, model.prompt("Hi?"), max_new_tokens=2), str)
 
 
 @pytest.mark.parametrize("quantization", ["none", "nf4"])

@@ -41,9 +41,10 @@ class LongVULoadError(RuntimeError):
 
 
 def _download_hint(repo_id: str) -> str:
-    return (f"download it first (needs network), e.g.\n    hf download {repo_id}\n"
-            f"or into a folder: hf download {repo_id} --local-dir <dir>  and pass <dir>; "
-            "then run with HF_HUB_OFFLINE=1")
+    flt = '--include "*.json" --include "*.safetensors" --include "*.txt"'
+    return (f"download it first (needs network):\n    hf download {repo_id} {flt}\n"
+            f"(or add --local-dir <dir> and pass <dir>); then run with HF_HUB_OFFLINE=1. "
+            "See docs/longvu.md for all four checkpoints and both towers.")
 
 
 def resolve_dir(path_or_id: str | os.PathLike, what: str = "checkpoint") -> Path:
@@ -177,6 +178,22 @@ def verify_quantization(model: LongVU, quantized: bool) -> None:
                               f"{wrong[:10]}")
 
 
+def _load_tower(cls, path: Path, dtype: torch.dtype):
+    """A tower from its own dir; fails if any of its weights would be left random."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the SigLIP hub repo also holds the unused text model
+    try:
+        model, info = cls.from_pretrained(str(path), dtype=dtype, output_loading_info=True,
+                                          use_safetensors=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    bad = sorted(info["missing_keys"]) + sorted(str(k) for k in info.get("mismatched_keys", []))
+    if bad:
+        raise LongVULoadError(f"{path}: {cls.__name__} weights missing or mismatched: {bad[:20]}"
+                              " (is this the right tower dir?)")
+    return model
+
+
 def _connector_state(files: list[Path]) -> dict[str, torch.Tensor]:
     out = {}
     for f in files:
@@ -244,8 +261,8 @@ def load(path_or_id: str | os.PathLike, towers=None, quantization: str = "none",
     assert not res.missing_keys and not res.unexpected_keys
     connector.to(device=device, dtype=dtype)
 
-    siglip = SiglipVisionModel.from_pretrained(str(sig_dir), dtype=dtype).to(device)
-    dino = Dinov2Model.from_pretrained(str(dino_dir), dtype=dtype).to(device)
+    siglip = _load_tower(SiglipVisionModel, sig_dir, dtype).to(device)
+    dino = _load_tower(Dinov2Model, dino_dir, dtype).to(device)
     flags = flags or Flags()
     tw = Towers(siglip, dino, legacy_dino_interp=flags.legacy_dino_interp,
                 sizes=tower_resolutions(cfg.mm_vision_tower_aux_list))
