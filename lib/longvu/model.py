@@ -59,6 +59,21 @@ class _StopStrings(StoppingCriteria):
         return any(text.endswith(s) or s in text for s in self.stops)
 
 
+def preprocess_visual(frames: np.ndarray, kind: str = "video", sizes: tuple[int, int] = (384, 378),
+                      legacy_video_size_swap: bool = True) -> dict:
+    """Tower inputs for one video/image without a model object (picklable, for DataLoader
+    workers); `LongVU.preprocess` is this with the model's tower sizes and flags."""
+    if kind not in ("video", "image"):
+        raise ValueError(f"kind must be 'video' or 'image', got {kind!r}")
+    frames = np.asarray(frames)
+    if kind == "image" and len(frames) != 1:
+        raise ValueError(f"kind='image' takes one frame, got {len(frames)}")
+    sig, dino = preprocess_frames(frames, sizes)
+    h, w = frames.shape[1:3]
+    size = (h, w) if kind == "video" and legacy_video_size_swap else (w, h)
+    return {"siglip": sig, "dino": dino, "image_sizes": [size], "kind": kind}
+
+
 def placeholder_count(size: tuple[float, float], image_token_len: int) -> int:
     """How many token-id-0 placeholders the original training collator leaks for one image."""
     s = int(image_token_len ** 0.5)
@@ -128,16 +143,8 @@ class LongVU(nn.Module):
         the size tuple is (H, W) as in the released eval/training. kind="image": one frame
         through the image path with size (W, H).
         """
-        if kind not in ("video", "image"):
-            raise ValueError(f"kind must be 'video' or 'image', got {kind!r}")
-        frames = np.asarray(frames)
-        if kind == "image" and len(frames) != 1:
-            raise ValueError(f"kind='image' takes one frame, got {len(frames)}")
-        sig, dino = preprocess_frames(frames, self.towers.sizes)
-        h, w = frames.shape[1:3]
-        swap = kind == "video" and self.flags.legacy_video_size_swap
-        size = (h, w) if swap else (w, h)
-        return {"siglip": sig, "dino": dino, "image_sizes": [size], "kind": kind}
+        return preprocess_visual(frames, kind, self.towers.sizes,
+                                 self.flags.legacy_video_size_swap)
 
     def prompt(self, user_text: str, with_image: bool = True) -> str:
         """The eval prompt for this checkpoint (Llama: the tokenizer's own template if present)."""
