@@ -1,0 +1,171 @@
+"""lib.train: label masking, real 4-bit QLoRA on CPU, kill-and-resume, adapter reload, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lib import train
+from tests.longvu_helpers import tiny_ckpt
+
+REPO = Path(__file__).resolve().parents[1]
+COLORS = ["red", "green", "blue", "black"]
+
+
+class ToyVideos(torch.utils.data.Dataset):
+    """pseudo-video-shaped items with short prompts: per-index seeded frames and answer."""
+
+    def __init__(self, n: int = 16, frames: int = 3):
+        self.n, self.frames = n, frames
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        rng = np.random.default_rng([7, i])
+        k = int(rng.integers(len(COLORS)))
+        frames = np.zeros((self.frames, 40, 48, 3), np.uint8)
+        frames[..., k % 3] = 200
+        frames += rng.integers(0, 40, frames.shape, dtype=np.uint8)
+        options = "".join(f"({'ABCD'[j]}) {c}\n" for j, c in enumerate(COLORS))
+        return {"frames": frames, "prompt": f"<image>\nColour?\n{options}",
+                "target": f"({'ABCD'[k]}) {COLORS[k]}", "question_type": "toy",
+                "sample_id": i, "errors": []}
+
+
+@pytest.fixture(scope="module")
+def ckpt() -> Path:
+    return tiny_ckpt("qwen", "image", "small")
+
+
+def _cfg(ckpt, out, **kw) -> train.TrainConfig:
+    base = dict(model=str(ckpt), out=str(out), max_steps=4, global_batch=2, save_steps=2,
+                lr=2e-3, lora_r=8, lora_alpha=16, seed=0, log_every=100)
+    base.update(kw)
+    return train.TrainConfig(**base)
+
+
+def test_labels_only_on_answer_tokens(ckpt):
+    from lib.longvu import load
+    model = load(ckpt)
+    item = ToyVideos()[3]
+    batch = train.Collator(train.pad_id(model.tokenizer))([train.SampleBuilder(model)(item)])
+    sup = batch["labels"][0][batch["labels"][0] != -100]
+    assert model.tokenizer.decode(sup) == item["target"] + "<|im_end|>\n"
+    # the supervised span is the sequence's tail: nothing of the prompt is supervised
+    n = len(sup)
+    assert (batch["labels"][0, -n:] == batch["input_ids"][0, -n:]).all()
+    assert (batch["labels"][0, :-n] == -100).all()
+    # the paper code's labels (opt-in) also supervise the role tokens
+    paper = train.SampleBuilder(model, supervise_prompt_tokens=True)(item)
+    assert sum(t != -100 for t in paper["labels"]) > n
+    # the worker-side preprocessing equals LongVU.preprocess
+    mine, ref = train.SampleBuilder(model).visual(item["frames"]), model.preprocess(item["frames"])
+    assert mine["image_sizes"] == ref["image_sizes"] and mine["kind"] == ref["kind"]
+    assert torch.equal(mine["siglip"], ref["siglip"]) and torch.equal(mine["dino"], ref["dino"])
+
+
+def test_qlora_model_and_loss_decrease(ckpt, tmp_path):
+    cfg = _cfg(ckpt, tmp_path)
+    model, quant = train.build_model(cfg, torch.device("cpu"))
+    assert quant == "nf4"
+    base = model.base_decoder
+    assert type(base.model.layers[0].mlp.down_proj.base_layer).__name__ == "Linear4bit"
+    assert type(base.lm_head).__name__ == "Linear"
+    lora = {n.split(".lora_")[0] for n, p in model.named_parameters()
+            if p.requires_grad and "lora_" in n}
+    assert lora and all(".model.layers." in n for n in lora)  # never the SVA / towers
+    assert all(p.requires_grad for p in model.connector.parameters())
+    assert not any(p.requires_grad for p in model.towers.parameters())
+    counts = train.trainable_counts(model)
+    assert counts["lora"] > 0 and counts["connector"] > 0 and counts["decoder"] == 0
+
+    builder = train.SampleBuilder(model)
+    batch = train.Collator(train.pad_id(model.tokenizer))([builder(ToyVideos()[i])
+                                                           for i in (0, 1)])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    model.train()
+    losses = []
+    for _ in range(6):
+        out = model(batch["visual"], batch["input_ids"], batch["labels"],
+                    batch["attention_mask"])
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(float(out.loss.detach()))
+    assert losses[-1] < losses[0] - 0.5, losses
+
+
+def test_kill_resume_identical_and_adapter_reload(ckpt, tmp_path):
+    from lib.longvu import load
+    data = ToyVideos()
+    ref, model = train.run_training(_cfg(ckpt, tmp_path / "ref"), dataset=data)
+    ref_log = train.read_log(tmp_path / "ref")
+    assert [r["step"] for r in ref_log] == [1, 2, 3, 4]
+    assert ref["quantization"] == "nf4" and ref["steps"] == 4
+    assert ref_log[0]["lr"] == 0.0  # warm-up starts from 0 (paper checklist 32)
+    for k in ("first_loss", "last_loss", "peak_memory_bytes", "tokens_per_s"):
+        assert ref[k] is not None
+    assert all(r["data_wait_s"] >= 0 and r["compute_s"] > 0 for r in ref_log)
+
+    # the adapter dir reloads through lib.longvu.load and gives the trained model's logits
+    item = data[5]
+    prompt = model.prompt(item["prompt"].replace("<image>\n", ""))
+    model.eval()
+    want = model.next_token_logits(item["frames"], prompt)
+    again = load(ckpt, quantization="nf4", adapter=tmp_path / "ref" / "adapter")
+    got = again.next_token_logits(item["frames"], prompt)
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+    plain = load(ckpt, quantization="nf4").next_token_logits(item["frames"], prompt)
+    assert not torch.allclose(plain, want, atol=1e-2)
+
+    # killed after step 3 (checkpoint at 2 is complete; a half-written one must be ignored)
+    run = tmp_path / "killed"
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train.train(_cfg(ckpt, run), dataset=data, fail_at_step=3)
+    (run / "checkpoints" / "checkpoint-3").mkdir()  # a write cut short: no completion flag
+    with pytest.raises(FileExistsError, match="resume"):
+        train.train(_cfg(ckpt, run), dataset=data)
+    with pytest.raises(ValueError, match="different settings"):
+        train.train(_cfg(ckpt, run, lr=1e-3), dataset=data, resume=True)
+    resumed = train.train(_cfg(ckpt, run), dataset=data, resume=True)
+    assert not (run / "checkpoints" / "checkpoint-3").exists()
+    assert resumed["resumed_from"].endswith("checkpoint-2")
+    log = train.read_log(run)
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert [r["loss"] for r in log] == [r["loss"] for r in ref_log]
+    assert [r["lr"] for r in log] == [r["lr"] for r in ref_log]
+    assert (run / train.DONE_FLAG).is_file()
+    # a finished run is not retrained
+    assert train.train(_cfg(ckpt, run), dataset=data, resume=True)["last_loss"] == log[-1]["loss"]
+
+
+def test_time_budget_saves_and_stops(ckpt, tmp_path):
+    m = train.train(_cfg(ckpt, tmp_path, max_steps=50, save_steps=1000, time_budget_s=0.0),
+                    dataset=ToyVideos())
+    assert m["steps"] == 1 and not m["finished"]
+    assert [d.name for d in train.complete_checkpoints(tmp_path / "checkpoints")] == \
+        ["checkpoint-1"]
+
+
+def test_contract_cli(ckpt, smoke_assets, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "lib.train", "--model", str(ckpt), "--coco",
+           str(smoke_assets / "coco"), "--questions", "R1", "--S", "2", "--F", "2", "--n", "16",
+           "--max-steps", "2", "--global-batch", "2", "--out", str(out), "--mode", "qlora"]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    for k in ("first_loss", "last_loss", "steps", "quantization", "peak_memory_bytes"):
+        assert k in m, k
+    assert m["steps"] == 2 and m["quantization"] == "nf4"
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    assert (out / "adapter" / "connector.safetensors").is_file()
