@@ -420,3 +420,26 @@ def test_export_tvbench_layout(index, tmp_path):
     with av.open(str(q.video_path)) as c:
         n = sum(1 for _ in c.decode(video=0))
     assert n == s.num_frames
+
+
+# --- previews (notebook 02's renderer) ---------------------------------------------------------
+
+
+def test_static_and_interactive_preview(index):
+    import matplotlib.pyplot as plt
+
+    from lib import preview
+
+    src = pv.PseudoVideoSource(index, pv.parse_mix("R1,R4", 4, 3, 3), 0)
+    s = src.sample(0)
+    fig = preview.static_preview(s, src.frames(s, "mild"), max_frames=5)
+    assert len(fig.axes) == min(5, s.num_frames) + 2
+    plt.close(fig)
+    ui = preview.interactive_preview(src, "none", 24)
+    pick, play, frame = ui.children[0].children
+    frame.value = 1  # scrub, then switch sample: both redraw without error
+    pick.value = 3
+    assert frame.value == 0 and frame.max == src.sample(3).num_frames - 1
+    table = preview.sample_table(src)
+    assert list(table["question_type"]) == ["R1", "R1", "R4", "R4"]
+    plt.close("all")

@@ -1,0 +1,244 @@
+"""Pseudo-video previews and option statistics, static (figures/) and interactive (ipywidgets).
+
+Used by notebook 02. One renderer draws a frame strip or a single frame, a timeline bar coloured by
+scene and the question with its options (the right one highlighted); ``static_preview`` saves it as
+a figure, ``interactive_preview`` redraws it from a sample selector and a frame scrubber with play.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from lib.pseudo_video import PseudoVideoSource, Sample
+
+WRAP = 110  # characters per QA line
+FONT = 8  # points
+LINE = 1.25  # line height in font sizes
+
+
+def scene_colours(n: int) -> list:
+    import seaborn as sns
+
+    return sns.color_palette("husl" if n > 10 else "colorblind", n)
+
+
+def scene_of_frame(frame_counts: list[int]) -> np.ndarray:
+    return np.repeat(np.arange(len(frame_counts)), frame_counts)
+
+
+def draw_timeline(ax, frame_counts: list[int], marks: list[int] | None = None) -> None:
+    """One cell per frame, coloured by scene; ``marks`` are frames outlined (strip or scrubber)."""
+    cols = scene_colours(len(frame_counts))
+    for t, j in enumerate(scene_of_frame(frame_counts)):
+        ax.add_patch(_rect(t, cols[j], edge="white"))
+    t0 = 0
+    for j, f in enumerate(frame_counts):
+        ax.text(t0 + f / 2, 0.5, f"S{j + 1}", ha="center", va="center", fontsize=8, color="black")
+        t0 += f
+    for t in marks or []:
+        ax.add_patch(_rect(t, "none", edge="black", lw=2))
+    ax.set_xlim(0, sum(frame_counts))
+    ax.set_ylim(0, 1)
+    ax.set_yticks([])
+    ax.set_xlabel("frame")
+    ax.grid(False)
+
+
+def _rect(t: int, face, edge, lw: float = 0.5):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((t, 0), 1, 1, facecolor=face, edgecolor=edge, lw=lw)
+
+
+def qa_lines(sample: "Sample") -> list[tuple[str, bool]]:
+    """Wrapped text blocks (question, then options) and whether each is the right option."""
+    out = [(textwrap.fill(f"[{sample.question_type}, {sample.mode}] {sample.question}", WRAP),
+            False)]
+    for i, o in enumerate(sample.options):
+        out.append((textwrap.fill(f"({'ABCDEFGH'[i]}) {o}", WRAP, subsequent_indent="    "),
+                    i == sample.answer_index))
+    return out
+
+
+def qa_height(sample: "Sample") -> float:
+    """Inches the QA block needs at ``FONT`` points."""
+    n = sum(t.count("\n") + 1 for t, _ in qa_lines(sample)) + len(sample.options) * 0.5
+    return n * FONT * LINE / 72 + 0.2
+
+
+def draw_qa(ax, sample: "Sample") -> None:
+    """The question and its lettered options; the right option in bold on a green band."""
+    from matplotlib.transforms import offset_copy
+
+    ax.axis("off")
+    y = 0.0  # points below the top of the axes
+    for text, right in qa_lines(sample):
+        tr = offset_copy(ax.transAxes, fig=ax.figure, y=-y, units="points")
+        ax.text(0, 1, text, va="top", ha="left", fontsize=FONT, family="monospace",
+                transform=tr, fontweight="bold" if right else "normal",
+                bbox=dict(facecolor="#b7e4c7", edgecolor="none", pad=1.0) if right else None)
+        y += (text.count("\n") + 1.5) * FONT * LINE
+
+
+def draw_frame(ax, frame: np.ndarray, t: int, scene: int, colour) -> None:
+    ax.imshow(frame)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(f"t={t + 1} S{scene + 1}", fontsize=8)
+    for s in ax.spines.values():
+        s.set_edgecolor(colour)
+        s.set_linewidth(3)
+
+
+def strip_frames(num_frames: int, max_frames: int) -> list[int]:
+    """Evenly spaced frame indices, always including the first and last."""
+    k = min(num_frames, max_frames)
+    return sorted({int(round(x)) for x in np.linspace(0, num_frames - 1, k)})
+
+
+def static_preview(sample: "Sample", frames: np.ndarray, max_frames: int = 10):
+    """Frame strip + timeline + QA in one figure."""
+    import matplotlib.pyplot as plt
+
+    ts = strip_frames(len(frames), max_frames)
+    width = max(8.0, 1.3 * len(ts))
+    strip = min(2.2, width / len(ts) * frames.shape[1] / frames.shape[2])
+    heights = [strip, 0.35, qa_height(sample)]
+    fig = plt.figure(figsize=(width, sum(heights) + 1.4))
+    gs = fig.add_gridspec(3, len(ts), height_ratios=heights, hspace=0.6)
+    scenes = scene_of_frame(sample.frame_counts)
+    cols = scene_colours(len(sample.frame_counts))
+    for k, t in enumerate(ts):
+        draw_frame(fig.add_subplot(gs[0, k]), frames[t], t, scenes[t], cols[scenes[t]])
+    draw_timeline(fig.add_subplot(gs[1, :]), sample.frame_counts, ts)
+    draw_qa(fig.add_subplot(gs[2, :]), sample)
+    fig.suptitle(f"sample {sample.sample_id}: {len(sample.frame_counts)} scenes, "
+                 f"{sample.num_frames} frames {frames.shape[1]}x{frames.shape[2]}", fontsize=10)
+    return fig
+
+
+def frame_view(sample: "Sample", frames: np.ndarray, t: int):
+    """One frame + timeline + QA: what the scrubber shows at frame t."""
+    import matplotlib.pyplot as plt
+
+    heights = [3.0, 0.35, qa_height(sample)]
+    fig = plt.figure(figsize=(9, sum(heights) + 1.0))
+    gs = fig.add_gridspec(3, 1, height_ratios=heights, hspace=0.4)
+    scenes = scene_of_frame(sample.frame_counts)
+    cols = scene_colours(len(sample.frame_counts))
+    draw_frame(fig.add_subplot(gs[0]), frames[t], t, scenes[t], cols[scenes[t]])
+    draw_timeline(fig.add_subplot(gs[1]), sample.frame_counts, [t])
+    draw_qa(fig.add_subplot(gs[2]), sample)
+    return fig
+
+
+def interactive_preview(source: "PseudoVideoSource", jitter: str = "mild", size=None,
+                        interval_ms: int = 300):
+    """Sample selector, frame scrubber with play, timeline and QA (needs a live kernel)."""
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    cache: dict[int, tuple] = {}
+
+    def get(i: int):
+        if i not in cache:
+            s = source.sample(i)
+            cache.clear()  # one video in memory at a time
+            cache[i] = (s, source.frames(s, jitter, size))
+        return cache[i]
+
+    pick = w.IntSlider(0, 0, len(source) - 1, description="sample")
+    frame = w.IntSlider(0, 0, 0, description="frame")
+    play = w.Play(interval=interval_ms, min=0, max=0, step=1)
+    w.jslink((play, "value"), (frame, "value"))
+    out = w.Output()
+
+    def redraw(*_):
+        s, fr = get(pick.value)
+        frame.max = play.max = len(fr) - 1
+        with out:
+            out.clear_output(wait=True)
+            fig = frame_view(s, fr, min(frame.value, len(fr) - 1))
+            plt.show()
+            plt.close(fig)
+
+    def new_sample(*_):
+        frame.value = play.value = 0
+        redraw()
+
+    pick.observe(new_sample, "value")
+    frame.observe(redraw, "value")
+    ui = w.VBox([w.HBox([pick, play, frame]), out])
+    redraw()
+    display(ui)
+    return ui
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics
+
+
+def sample_table(source: "PseudoVideoSource", epoch: int = 0) -> "pd.DataFrame":
+    """One row per sample: type, mode, scenes, frames, options and the gt letter."""
+    import pandas as pd
+
+    rows = []
+    for i in range(len(source)):
+        s = source.sample(i, epoch)
+        rows.append({"question_type": s.question_type, "mode": s.mode, "scenes": len(s.image_ids),
+                     "frames": s.num_frames, "options": len(s.options), "letter": s.letter})
+    return pd.DataFrame(rows)
+
+
+def plot_letters(df: "pd.DataFrame"):
+    """Answer-letter shares per question type, fixed vs compat."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    share = (df.groupby(["question_type", "mode"])["letter"].value_counts(normalize=True)
+             .rename("share").reset_index())
+    g = sns.catplot(share, x="letter", y="share", hue="mode", col="question_type", kind="bar",
+                    col_wrap=4, height=2.4, order=sorted(df["letter"].unique()))
+    for ax in g.axes.flat:
+        ax.axhline(0.25, color="grey", ls=":", lw=1)
+    g.figure.suptitle("Answer letter per question type (dotted: uniform over 4)", y=1.03)
+    plt.close(g.figure)
+    return g.figure
+
+
+def plot_option_counts(df: "pd.DataFrame"):
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    share = (df.groupby(["question_type", "mode"])["options"].value_counts(normalize=True)
+             .rename("share").reset_index())
+    g = sns.catplot(share, x="options", y="share", hue="mode", col="question_type", kind="bar",
+                    col_wrap=4, height=2.4)
+    g.figure.suptitle("Number of options per question type", y=1.03)
+    plt.close(g.figure)
+    return g.figure
+
+
+def plot_scenes_frames(df: "pd.DataFrame"):
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    d = df[df["mode"] == df["mode"].iloc[0]]  # the formation table is shared by both modes
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    sns.histplot(d, x="scenes", hue="question_type", multiple="dodge", discrete=True, ax=axes[0],
+                 shrink=0.8)
+    sns.histplot(d, x="frames", hue="question_type", multiple="stack", discrete=True, ax=axes[1])
+    axes[0].get_legend().remove()
+    sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+    axes[0].set_title("Scenes per video")
+    axes[1].set_title("Frames per video (T = sum of F_j)")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
