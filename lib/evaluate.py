@@ -1,0 +1,627 @@
+"""Run a video LLM on a TVBench-layout benchmark: model protocol, scorers, resumable runner.
+
+Used by notebooks 01 (image- vs video-trained checkpoints) and 04 (base vs fine-tuned adapters),
+by ``python -m lib.tvbench eval`` and by benchmarks/tvbench_throughput.py. Metrics live in
+``lib.tvbench`` and work from the predictions file alone.
+
+Any model works that implements ``VideoQAModel`` (``prompt``, ``preprocessor``, ``generate``,
+``letter_logprobs``, ``option_logprobs``); ``LongVUModel`` wraps ``lib.longvu`` and
+``FakeModel`` is a deterministic stand-in for tests and dry runs (``--model fake:hash``).
+
+Scorings: ``paper`` (LongVU's prompt, greedy 5 tokens, its regex parser whose misses fall back
+to option C, counted), ``strict`` (same generation, an unparsable answer is wrong),
+``letter`` (next-token log-probability restricted to the valid letters) and ``option``
+(summed log-likelihood of each option's text); ``likelihood`` means letter + option.
+
+The runner decodes each question's frames once in DataLoader workers, applies every condition
+there, preprocesses on the CPU, and appends one line per (question, condition, scoring) to
+``predictions.jsonl`` (flushed and fsynced per question). A rerun skips finished keys, so a
+killed run resumes to exactly the same metrics. Under torchrun/accelerate (``WORLD_SIZE`` > 1)
+rank r takes questions r, r+W, ...; rank 0 merges the shard files and scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from lib import tvbench
+from lib.tvbench import Benchmark, Question, Sampler
+
+LETTERS = tvbench.LETTERS
+SCORINGS = ("paper", "strict", "letter", "option")
+PAPER_FALLBACK = 2  # option C, what the reference parser answers when it cannot read a letter
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+
+
+def parse_paper(text: str, num_options: int) -> tuple[int | None, str]:
+    """LongVU's MVBench parser: delete "Answer", take the first match of an optional run of
+    "(", ",", " ", a letter A..last, an optional run of ")", ",", " "; strip spaces then
+    parentheses. Returns (index, status): status "ok" when that leaves a valid letter,
+    "fallback" when a match does not clean up (e.g. "A,") and "nomatch" when nothing matches;
+    both fall back to option C (None when the question has fewer than 3 options, i.e. wrong).
+    Case-sensitive like the original, so "Based on" reads as B."""
+    letters = LETTERS[:num_options]
+    t = text.replace("Answer", "")
+    hits = re.findall(rf"[\(,\ ]*[{letters[0]}-{letters[-1]}][\),\ ]*", t)
+    fallback = PAPER_FALLBACK if num_options > PAPER_FALLBACK else None
+    if not hits:
+        return fallback, "nomatch"
+    s = hits[0].strip().strip("()")
+    if s in letters:
+        return letters.index(s), "ok"
+    return fallback, "fallback"
+
+
+def parse_strict(text: str, num_options: int) -> tuple[int | None, str]:
+    """The same reading without the fallback: anything but a clean letter is wrong."""
+    idx, status = parse_paper(text, num_options)
+    return (idx if status == "ok" else None), status
+
+
+def expand_scorings(scorings: Sequence[str]) -> list[str]:
+    out = []
+    for s in scorings:
+        parts = ["letter", "option"] if s == "likelihood" else [s]
+        for p in parts:
+            if p not in SCORINGS:
+                raise ValueError(f"unknown scoring {s!r}; choose from {SCORINGS + ('likelihood',)}")
+            out.append(p)
+    return list(dict.fromkeys(out))
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+
+class VideoQAModel(Protocol):
+    """What the evaluator needs from a model. ``preprocessor()`` returns a picklable
+    CPU-only callable (frames uint8 (T,H,W,3) -> model input) that runs in DataLoader workers."""
+
+    name: str
+
+    def prompt(self, question: str, candidates: Sequence[str]) -> str: ...
+
+    def preprocessor(self) -> Callable[[np.ndarray], Any]: ...
+
+    def generate(self, prepared: Any, prompt: str, max_new_tokens: int = 5) -> str: ...
+
+    def letter_logprobs(self, prepared: Any, prompt: str, letters: Sequence[str]
+                        ) -> list[float]: ...
+
+    def option_logprobs(self, prepared: Any, prompt: str, options: Sequence[str]
+                        ) -> tuple[list[float], list[int]]: ...
+
+
+class _LongVUPreprocess:
+    """Picklable copy of ``LongVU.preprocess(kind="video")`` for DataLoader workers (a test
+    checks it gives the same tensors as the model's own method)."""
+
+    def __init__(self, sizes: tuple[int, int], swap: bool):
+        self.sizes, self.swap = tuple(sizes), swap
+
+    def __call__(self, frames: np.ndarray) -> dict:
+        from lib.longvu.towers import preprocess_frames
+
+        frames = np.asarray(frames)
+        sig, dino = preprocess_frames(frames, self.sizes)
+        h, w = frames.shape[1:3]
+        return {"siglip": sig, "dino": dino, "image_sizes": [(h, w) if self.swap else (w, h)],
+                "kind": "video"}
+
+
+class LongVUModel:
+    """``lib.longvu.LongVU`` behind the evaluator protocol; prompts come from the checkpoint's
+    own template (``LongVU.prompt``) with LongVU's MVBench multiple-choice text."""
+
+    def __init__(self, model, name: str | None = None):
+        self.model = model
+        self.name = name or Path(str(getattr(model, "source", "longvu"))).name
+        tok = model.tokenizer
+        if tok is None:
+            raise ValueError(f"{self.name}: checkpoint has no tokenizer; the evaluator needs one")
+        self._letter_ids = []
+        for ch in LETTERS[:8]:
+            ids = tok(ch, add_special_tokens=False)["input_ids"]
+            self._letter_ids.append(ids[0])
+        if len(set(self._letter_ids)) != len(self._letter_ids):
+            raise ValueError(f"{self.name}: option letters do not map to distinct first tokens")
+
+    @classmethod
+    def load(cls, path_or_id: str, adapter: str | None = None, device: str = "cpu",
+             quantization: str = "none", dtype=None, name: str | None = None) -> LongVUModel:
+        from lib import longvu
+
+        m = longvu.load(path_or_id, quantization=quantization, dtype=dtype, device=device,
+                        adapter=adapter)
+        label = name or (Path(str(path_or_id)).name + (f"+{Path(adapter).name}" if adapter else ""))
+        return cls(m, label)
+
+    def prompt(self, question: str, candidates: Sequence[str]) -> str:
+        from lib.longvu import prompts
+
+        return self.model.prompt(prompts.mc_user_text(question, candidates))
+
+    def preprocessor(self) -> Callable[[np.ndarray], Any]:
+        return _LongVUPreprocess(self.model.towers.sizes, self.model.flags.legacy_video_size_swap)
+
+    def generate(self, prepared, prompt: str, max_new_tokens: int = 5) -> str:
+        return self.model.generate(prepared, prompt, max_new_tokens=max_new_tokens)
+
+    def letter_logprobs(self, prepared, prompt: str, letters: Sequence[str]) -> list[float]:
+        import torch
+
+        logits = self.model.next_token_logits(prepared, prompt)
+        logp = torch.log_softmax(logits.float(), -1)
+        return [float(logp[self._letter_ids[LETTERS.index(ch)]]) for ch in letters]
+
+    def option_logprobs(self, prepared, prompt: str, options: Sequence[str]
+                        ) -> tuple[list[float], list[int]]:
+        tok = self.model.tokenizer
+        # The option text right after the assistant header, as an answer would start.
+        lps = self.model.sequence_logprob(prepared, prompt, list(options))
+        return lps, [len(tok(o, add_special_tokens=False)["input_ids"]) for o in options]
+
+
+def _fake_preprocess(frames: np.ndarray) -> np.ndarray:
+    """Per-frame mean colour, quantised: order-sensitive and cheap."""
+    return np.round(np.asarray(frames, np.float32).mean(axis=(1, 2)) / 8).astype(np.int16)
+
+
+class FakeModel:
+    """Deterministic stand-in: answers from a hash of the prompt and the frame sequence, so it is
+    sensitive to frame order, and emits a share of unparsable replies to exercise the parser.
+    ``delay`` (seconds per call) makes kill-and-resume tests practical."""
+
+    def __init__(self, kind: str = "hash", delay: float = 0.0):
+        self.name, self.delay = f"fake:{kind}", delay
+
+    def prompt(self, question: str, candidates: Sequence[str]) -> str:
+        lines = "".join(f"({LETTERS[i]}) {c}\n" for i, c in enumerate(candidates))
+        return f"Question: {question}\nOptions:\n{lines}"
+
+    def preprocessor(self) -> Callable[[np.ndarray], Any]:
+        return _fake_preprocess
+
+    def _h(self, prepared, prompt: str, salt: str = "") -> int:
+        if self.delay:
+            time.sleep(self.delay)
+        h = hashlib.sha256(np.asarray(prepared).tobytes() + prompt.encode() + salt.encode())
+        return int.from_bytes(h.digest()[:8], "little")
+
+    def generate(self, prepared, prompt: str, max_new_tokens: int = 5) -> str:
+        k = prompt.count("\n(")
+        h = self._h(prepared, prompt)
+        r = h % 20
+        if r == 0:
+            return "I cannot tell"  # nomatch
+        if r == 1:
+            return "A, maybe"  # regex hit that does not clean up -> fallback
+        return ["{}", "({})", "{}.", "Answer: {}"][h // 20 % 4].format(LETTERS[h // 80 % k])
+
+    def letter_logprobs(self, prepared, prompt: str, letters: Sequence[str]) -> list[float]:
+        rng = np.random.default_rng(self._h(prepared, prompt, "letter"))
+        z = rng.normal(size=len(letters))
+        return (z - np.log(np.exp(z).sum())).tolist()
+
+    def option_logprobs(self, prepared, prompt: str, options: Sequence[str]
+                        ) -> tuple[list[float], list[int]]:
+        rng = np.random.default_rng(self._h(prepared, prompt, "option"))
+        return (-rng.uniform(1, 10, size=len(options))).tolist(), [len(o) for o in options]
+
+
+def load_model(spec: str, adapter: str | None = None, device: str = "auto",
+               quantization: str = "none", dtype: str | None = None) -> VideoQAModel:
+    """``fake:<kind>[?delay=S]`` or a LongVU checkpoint dir / hub id."""
+    if spec.startswith("fake:"):
+        kind, _, q = spec[5:].partition("?")
+        opts = dict(kv.split("=") for kv in q.split("&") if kv)
+        return FakeModel(kind or "hash", float(opts.get("delay", 0)))
+    import torch
+
+    if device == "auto":
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda"):
+            torch.cuda.set_device(local)  # the original eval put every rank on GPU 0
+    tdtype = getattr(torch, dtype) if dtype else None
+    return LongVUModel.load(spec, adapter=adapter, device=device, quantization=quantization,
+                            dtype=tdtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring one question
+
+
+def score_question(model: VideoQAModel, q: Question, prepared, scorings: Sequence[str],
+                   max_new_tokens: int = 5) -> list[dict]:
+    """One record per scoring; ``paper`` and ``strict`` share one generation."""
+    prompt = model.prompt(q.question, q.candidates)
+    k = len(q.candidates)
+    out = []
+    raw = None
+    if "paper" in scorings or "strict" in scorings:
+        raw = model.generate(prepared, prompt, max_new_tokens=max_new_tokens)
+    for s in scorings:
+        if s in ("paper", "strict"):
+            idx, status = (parse_paper if s == "paper" else parse_strict)(raw, k)
+            out.append({"scoring": s, "pred_index": idx, "parse": status, "raw": raw})
+        elif s == "letter":
+            lp = model.letter_logprobs(prepared, prompt, LETTERS[:k])
+            out.append({"scoring": s, "pred_index": int(np.argmax(lp)), "parse": "ok",
+                        "letter_logprobs": [round(x, 5) for x in lp]})
+        elif s == "option":
+            lp, nt = model.option_logprobs(prepared, prompt, q.candidates)
+            out.append({"scoring": s, "pred_index": int(np.argmax(lp)), "parse": "ok",
+                        "option_logprobs": [round(x, 5) for x in lp],
+                        "option_ntokens": list(nt),
+                        "pred_index_mean": int(np.argmax(np.asarray(lp) / np.maximum(nt, 1)))})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Data pipeline
+
+
+class _ClipDataset:
+    """Map-style dataset: question i -> frames decoded once, every condition preprocessed."""
+
+    def __init__(self, questions: list[Question], sampler: Sampler,
+                 units: list[tuple[str, int | None]], preprocess: Callable,
+                 frame_cache: str | None = None, backend: str = "pyav"):
+        self.questions, self.sampler, self.units = questions, sampler, units
+        self.preprocess, self.frame_cache, self.backend = preprocess, frame_cache, backend
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def __getitem__(self, i: int) -> dict:
+        q = self.questions[i]
+        t0 = time.perf_counter()
+        if self.frame_cache:
+            clip = tvbench.FrameCache(self.frame_cache).get(q, self.sampler, self.backend)
+        else:
+            clip = tvbench.read_clip(q, self.sampler, self.backend)
+        t1 = time.perf_counter()
+        prepared = {}
+        for c, s in self.units:
+            frames, _ = tvbench.apply_condition(clip.frames, c, s, tvbench.sample_id(q))
+            prepared[(c, s)] = self.preprocess(frames)
+        return {"i": i, "prepared": prepared, "n_frames": len(clip.indices),
+                "video_frames": clip.n_frames, "fps": clip.fps, "note": clip.note,
+                "decode_s": t1 - t0, "prep_s": time.perf_counter() - t1}
+
+
+def _first(batch):
+    return batch[0]
+
+
+def _worker_init(_):
+    import torch
+
+    torch.set_num_threads(1)  # workers decode; the model keeps the cores
+
+
+def _loader(ds: _ClipDataset, num_workers: int):
+    from torch.utils.data import DataLoader
+
+    kw = {"num_workers": num_workers, "batch_size": 1, "collate_fn": _first, "shuffle": False}
+    if num_workers > 0:
+        kw.update(worker_init_fn=_worker_init, prefetch_factor=2)
+    return DataLoader(ds, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# The runner
+
+
+@dataclass
+class EvalSpec:
+    conditions: tuple[str, ...] = ("normal",)
+    seeds: tuple[int, ...] = (0,)
+    scorings: tuple[str, ...] = ("paper",)
+    sampler: Sampler = field(default_factory=Sampler)
+    max_new_tokens: int = 5
+    limit: int | None = None  # first N questions of each task
+    num_workers: int = field(default_factory=lambda: default_workers())
+    frame_cache: str | None = None
+    backend: str = "pyav"
+
+    def units(self) -> list[tuple[str, int | None]]:
+        return tvbench.condition_units(self.conditions, self.seeds)
+
+
+def default_workers() -> int:
+    """Decode workers: leave one core to the model (0 = decode in the main process)."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def select(questions: list[Question], limit: int | None) -> list[Question]:
+    """The first ``limit`` questions of each task (all with None)."""
+    if limit is None:
+        return list(questions)
+    seen: dict[str, int] = {}
+    out = []
+    for q in questions:
+        if seen.get(q.task, 0) < limit:
+            out.append(q)
+            seen[q.task] = seen.get(q.task, 0) + 1
+    return out
+
+
+def _fingerprint(model: VideoQAModel, bench: Benchmark, spec: EvalSpec) -> dict:
+    """What must not change between a run and its resumption."""
+    return {"model": model.name, "data": str(bench.root.resolve()),
+            "json_sha256": bench.json_sha256, "sampler": spec.sampler.spec,
+            "max_new_tokens": spec.max_new_tokens, "backend": spec.backend}
+
+
+def _done_keys(out_dir: Path) -> set:
+    files = sorted(out_dir.glob("predictions*.jsonl"))
+    if not files:
+        return set()
+    return {tvbench.prediction_key(r) for r in tvbench.read_predictions(out_dir)}
+
+
+def _open_append(path: Path):
+    """Append handle; a torn last line from a killed run is cut off first."""
+    if path.exists() and path.stat().st_size:
+        data = path.read_bytes()
+        if not data.endswith(b"\n"):
+            with open(path, "r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+    return open(path, "a", encoding="utf-8")
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size) from torchrun/accelerate environment variables."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def predictions_path(out_dir: Path | str, rank: int = 0, world_size: int = 1) -> Path:
+    name = "predictions.jsonl" if world_size == 1 else f"predictions.rank{rank}.jsonl"
+    return Path(out_dir) / name
+
+
+def run(model: VideoQAModel, bench: Benchmark, out_dir: Path | str, spec: EvalSpec,
+        rank: int = 0, world_size: int = 1, progress: bool = True) -> dict:
+    """Evaluate this rank's share, appending to its predictions file; returns run stats.
+
+    Safe to call again on the same ``out_dir``: finished (question, condition, scoring) keys
+    are skipped. Refuses an ``out_dir`` whose predictions came from another model, data or
+    sampler.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scorings = expand_scorings(spec.scorings)
+    units = spec.units()
+    fp = _fingerprint(model, bench, spec)
+    cfg_file = out / "config.json"
+    if cfg_file.exists():
+        old = json.loads(cfg_file.read_text()).get("fingerprint")
+        if old is not None and old != fp:
+            diff = sorted(k for k in fp if old.get(k) != fp[k])
+            raise tvbench.BenchmarkError(
+                f"{out}: holds predictions made with a different {diff}; use another --out "
+                "or delete the folder.")
+    if rank == 0:
+        cfg = {"fingerprint": fp, "spec": {**asdict(spec), "sampler": spec.sampler.spec,
+                                           "scorings": scorings},
+               "skipped_missing_video": len(bench.skipped), "skipped_videos": bench.skipped_videos,
+               "release": bench.release, "world_size": world_size}
+        from lib.runs import env_report, write_json
+
+        write_json(cfg_file, {**cfg, "env": env_report()})
+    questions = select(bench.questions, spec.limit)
+    mine = questions[rank::world_size]
+    done = _done_keys(out)
+
+    def keys(q: Question) -> list[tuple]:
+        return [(tvbench.sample_id(q), c, s, m) for c, s in units for m in scorings]
+
+    todo = [q for q in mine if any(k not in done for k in keys(q))]
+    ds = _ClipDataset(todo, spec.sampler, units, model.preprocessor(), spec.frame_cache,
+                      spec.backend)
+    stats = {"questions": len(mine), "todo": len(todo), "records": 0, "decode_s": 0.0,
+             "prep_s": 0.0, "model_s": 0.0}
+    t_start = time.perf_counter()
+    path = predictions_path(out, rank, world_size)
+    with _open_append(path) as f:
+        bar = tqdm(_loader(ds, spec.num_workers), total=len(todo), disable=not progress,
+                   desc=f"TVBench {model.name}" + (f" rank {rank}" if world_size > 1 else ""))
+        for item in bar:
+            q = todo[item["i"]]
+            sid = tvbench.sample_id(q)
+            lines = []
+            t0 = time.perf_counter()
+            for (c, s), prepared in item["prepared"].items():
+                need = [m for m in scorings if (sid, c, s, m) not in done]
+                for rec in score_question(model, q, prepared, need, spec.max_new_tokens):
+                    lines.append({"sample_id": sid, "task": q.task, "index": q.index,
+                                  "video": q.video, "question": q.question,
+                                  "num_options": len(q.candidates),
+                                  "answer_index": q.answer_index, "condition": c, "seed": s,
+                                  **rec, "n_frames": item["n_frames"] if c != "blind" else 1,
+                                  "frame_note": item["note"], "model": model.name})
+            stats["model_s"] += time.perf_counter() - t0
+            stats["decode_s"] += item["decode_s"]
+            stats["prep_s"] += item["prep_s"]
+            f.write("".join(json.dumps(r) + "\n" for r in lines))
+            f.flush()
+            os.fsync(f.fileno())
+            stats["records"] += len(lines)
+    stats["wall_s"] = time.perf_counter() - t_start
+    return stats
+
+
+def merge(out_dir: Path | str, bench: Benchmark | None = None) -> Path:
+    """Fold per-rank shard files into predictions.jsonl (de-duplicated, in question order)."""
+    out = Path(out_dir)
+    recs = tvbench.read_predictions(out)
+    order = {tvbench.sample_id(q): i for i, q in enumerate(bench.questions)} if bench else {}
+    urank = {c: i for i, c in enumerate(tvbench.CONDITIONS)}
+    srank = {s: i for i, s in enumerate(SCORINGS)}
+    recs.sort(key=lambda r: (order.get(r.get("sample_id"), 1 << 30), r.get("sample_id", ""),
+                             urank.get(r.get("condition"), 99), r.get("seed") or 0,
+                             srank.get(r.get("scoring"), 99)))
+    final = out / "predictions.jsonl"
+    tmp = out / "predictions.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    os.replace(tmp, final)
+    for shard in out.glob("predictions.rank*.jsonl"):
+        shard.unlink()
+    return final
+
+
+def finalize(out_dir: Path | str, bench: Benchmark, n_boot: int = 2000, seed: int = 0,
+             limit: int | None = None) -> dict[str, dict]:
+    """Merge shards, score every group, write metrics.json and report.md."""
+    out = Path(out_dir)
+    merge(out, bench)
+    scored = Benchmark(bench.root, bench.tasks, select(bench.questions, limit), bench.skipped,
+                       bench.release, bench.json_sha256)
+    res = tvbench.score(out / "predictions.jsonl", scored, n_boot=n_boot, seed=seed)
+    (out / "metrics.json").write_text(json.dumps(res, indent=1) + "\n")
+    rows = {label: m for label, m in res.items()}
+    table = tvbench.results_table(rows, ci=True)
+    parts = ["# TVBench run", "", f"data: {bench.root}", "",
+             table.to_markdown() if _has_tabulate() else table.to_string(), ""]
+    for label, m in res.items():
+        parts += [f"## {label}", "", "```", tvbench.format_table(m), "```", ""]
+    (out / "report.md").write_text("\n".join(parts))
+    return res
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def result_row(label: str, metrics: dict, run_dir: Path | str, model: str, data: str,
+               group: str) -> dict:
+    """A row for outputs/results/tvbench.csv."""
+    cond, _, scoring = group.partition("/")
+    row = {"label": label, "model": model, "data": str(data), "group": group,
+           "condition": cond, "scoring": scoring, "n": metrics["n"],
+           "skipped_missing_video": metrics.get("skipped_missing_video", 0),
+           "micro": round(metrics["micro"], 2), "macro": round(metrics["macro"], 2),
+           "micro_lo": round(metrics["micro_ci"][0], 2) if metrics.get("micro_ci") else "",
+           "micro_hi": round(metrics["micro_ci"][1], 2) if metrics.get("micro_ci") else "",
+           "chance_micro": round(metrics["chance_micro"], 2),
+           "chance_macro": round(metrics["chance_macro"], 2), "run_dir": str(run_dir)}
+    for t in metrics["tasks"].values():
+        row[t["abbr"]] = round(t["acc"], 2)
+    p = metrics.get("parse", {})
+    row["parse_fail"] = sum(v for k, v in p.items() if k != "ok")
+    return row
+
+
+def record(res: dict[str, dict], label: str, run_dir: Path | str, model: str, data: str) -> Path:
+    """Append (or replace) one row per group in outputs/results/tvbench.csv."""
+    from lib import runs
+
+    f = None
+    for group, m in res.items():
+        f = runs.append_result("tvbench", result_row(label, m, run_dir, model, data, group),
+                               key=["run_dir", "group"])
+    return f
+
+
+def evaluate(model: VideoQAModel, bench: Benchmark, out_dir: Path | str, spec: EvalSpec,
+             n_boot: int = 2000, progress: bool = True) -> dict[str, dict]:
+    """Single-process convenience for notebooks: run (resumably) then finalize."""
+    run(model, bench, out_dir, spec, progress=progress)
+    return finalize(out_dir, bench, n_boot=n_boot, limit=spec.limit)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI (python -m lib.tvbench eval ...)
+
+
+def add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="LongVU dir or hub id, or fake:hash")
+    p.add_argument("--adapter", default=None, help="PEFT adapter dir for the decoder")
+    p.add_argument("--data", required=True, help="TVBench-layout folder")
+    p.add_argument("--out", required=True, help="run dir (resumed if it exists)")
+    p.add_argument("--condition", "--conditions", dest="conditions", nargs="+",
+                   default=["normal"], choices=tvbench.CONDITIONS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="shuffle seeds")
+    p.add_argument("--scoring", "--scorings", dest="scorings", nargs="+", default=["paper"],
+                   choices=SCORINGS + ("likelihood",))
+    p.add_argument("--sampler", choices=["paper", "uniform"], default="paper")
+    p.add_argument("--num-frames", type=int, default=16, help="uniform sampler only")
+    p.add_argument("--limit", type=int, default=None, help="first N questions of each task")
+    p.add_argument("--tasks", nargs="+", default=None)
+    p.add_argument("--on-missing", choices=tvbench.ON_MISSING, default="error")
+    p.add_argument("--release", default="auto", help="auto | none | tvbench-2525")
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="DataLoader decode workers (default: cores - 1, at most 4)")
+    p.add_argument("--frame-cache", default=None, help="dir for decoded clips (reused)")
+    p.add_argument("--backend", choices=["pyav", "decord"], default="pyav")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16")
+    p.add_argument("--quantization", choices=["none", "nf4"], default="none")
+    p.add_argument("--max-new-tokens", type=int, default=5)
+    p.add_argument("--n-boot", type=int, default=2000)
+    p.add_argument("--label", default=None, help="row label in outputs/results/tvbench.csv")
+    p.add_argument("--no-record", action="store_true", help="do not append to tvbench.csv")
+    p.add_argument("--quiet", action="store_true")
+
+
+def cli_eval(args) -> int:
+    rank, world = dist_info()
+    group = None
+    if world > 1 and os.environ.get("MASTER_ADDR"):
+        import datetime
+
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo", timeout=datetime.timedelta(hours=8))
+        group = dist
+    release = None if args.release == "none" else args.release
+    bench = tvbench.open_benchmark(args.data, args.tasks, args.on_missing, release)
+    model = load_model(args.model, args.adapter, args.device, args.quantization, args.dtype)
+    spec = EvalSpec(tuple(args.conditions), tuple(args.seeds), tuple(args.scorings),
+                    Sampler(args.sampler, args.num_frames), args.max_new_tokens, args.limit,
+                    args.workers, args.frame_cache, args.backend)
+    stats = run(model, bench, args.out, spec, rank, world, progress=not args.quiet)
+    if world > 1 and group is None:
+        print(f"rank {rank} done ({stats['records']} records); with no process group (no "
+              "MASTER_ADDR) nothing is merged: score the run dir once every rank has finished, "
+              f"`python -m lib.tvbench score --data {args.data} --predictions {args.out}`")
+        return 0
+    if group is not None:
+        group.barrier()
+    if rank != 0:
+        group.destroy_process_group()
+        return 0
+    res = finalize(args.out, bench, n_boot=args.n_boot, limit=args.limit)
+    if group is not None:
+        group.destroy_process_group()
+    for label, m in res.items():
+        print(f"== {label}")
+        print(tvbench.format_table(m))
+    if not args.no_record:
+        record(res, args.label or Path(args.out).name, args.out, model.name, args.data)
+    first = next(iter(res.values()))
+    print(f"micro {first['micro']:.2f} macro {first['macro']:.2f} n {first['n']}")
+    return 0

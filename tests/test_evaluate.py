@@ -1,0 +1,264 @@
+"""lib.evaluate: the paper parser, scorers, the resumable runner (kill and resume), 2-process
+sharding, and the tiny-LongVU integration through the `eval` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lib import evaluate, paths, tvbench
+
+PY = sys.executable
+TORCHRUN = os.path.join(os.path.dirname(PY), "torchrun")
+
+
+@pytest.fixture(scope="module")
+def bench(smoke_assets):
+    return smoke_assets / "minitvbench"
+
+
+def _cli(*args, env=None, check=True, timeout=300):
+    out = subprocess.run([PY, "-m", "lib.tvbench", *map(str, args)], capture_output=True,
+                         text=True, cwd=paths.ROOT, env={**os.environ, **(env or {})},
+                         timeout=timeout)
+    if check:
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return out
+
+
+def _keys(run_dir):
+    return sorted(map(str, (tvbench.prediction_key(r)
+                            for r in tvbench.read_predictions(run_dir))))
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text,k,idx,status", [
+    ("B", 4, 1, "ok"), ("(C)", 4, 2, "ok"), (" D ", 4, 3, "ok"), ("Answer: A", 4, 0, "ok"),
+    ("(A) the cat", 4, 0, "ok"), ("Based on the video", 4, 1, "ok"),  # first capital A-D
+    ("A,", 4, 2, "fallback"), ("A, maybe", 4, 2, "fallback"),  # "A," does not strip clean
+    ("", 4, 2, "nomatch"), ("the end", 4, 2, "nomatch"), ("E", 4, 2, "nomatch"),
+    ("c", 4, 2, "nomatch"),  # case-sensitive like the original
+    ("B", 2, 1, "ok"), ("C", 2, None, "nomatch"), ("I do not know", 2, None, "nomatch"),
+    ("A,", 2, None, "fallback"),  # no option C on 2-option tasks: the fallback is wrong
+    ("D", 3, 2, "nomatch"), ("(B", 3, 1, "ok"),
+])
+def test_paper_parser(text, k, idx, status):
+    assert evaluate.parse_paper(text, k) == (idx, status)
+    strict = evaluate.parse_strict(text, k)
+    assert strict == ((idx, status) if status == "ok" else (None, status))
+
+
+def test_expand_scorings():
+    assert evaluate.expand_scorings(["paper", "likelihood"]) == ["paper", "letter", "option"]
+    with pytest.raises(ValueError, match="unknown scoring"):
+        evaluate.expand_scorings(["vibes"])
+
+
+# --- the runner with the fake model -----------------------------------------------------------
+
+
+def test_run_records_and_counts(bench, tmp_path):
+    b = tvbench.open_benchmark(bench)
+    spec = evaluate.EvalSpec(conditions=("normal", "shuffled", "blind"), seeds=(0, 1),
+                             scorings=("paper", "strict", "likelihood"), limit=3,
+                             num_workers=0)
+    res = evaluate.evaluate(evaluate.FakeModel(), b, tmp_path / "run", spec, n_boot=100,
+                            progress=False)
+    assert set(res) == {f"{u}/{s}" for u in ("normal", "shuffled@0", "shuffled@1", "blind")
+                        for s in ("paper", "strict", "letter", "option")}
+    recs = tvbench.read_predictions(tmp_path / "run")
+    assert len(recs) == 6 * 3 * 4 * 4
+    by = {(r["sample_id"], r["condition"], r["seed"], r["scoring"]): r for r in recs}
+    for (sid, c, s, m), r in by.items():
+        if m == "strict":
+            p = by[(sid, c, s, "paper")]
+            assert r["raw"] == p["raw"]  # one generation for both
+            assert r["pred_index"] == (p["pred_index"] if p["parse"] == "ok" else None)
+    n = res["normal/paper"]
+    assert sum(n["parse"].values()) == 18 and n["n"] == 18 and n["expected"] == 18
+    assert {r["n_frames"] for r in recs if r["condition"] == "blind"} == {1}
+    # the fake reads frame order, so the shuffled runs differ from the normal one somewhere
+    raw = {(r["sample_id"], r["condition"], r["seed"]): r["raw"] for r in recs
+           if r["scoring"] == "paper"}
+    assert any(raw[(sid, "normal", None)] != raw[(sid, "shuffled", 0)]
+               for sid, c, _ in raw if c == "normal")
+    assert (tmp_path / "run" / "report.md").read_text().count("## ") == len(res)
+
+
+def test_rerun_skips_and_refuses_other_config(bench, tmp_path):
+    b = tvbench.open_benchmark(bench)
+    spec = evaluate.EvalSpec(limit=2, num_workers=0)
+    st = evaluate.run(evaluate.FakeModel(), b, tmp_path / "r", spec, progress=False)
+    assert st["todo"] == 12
+    st = evaluate.run(evaluate.FakeModel(), b, tmp_path / "r", spec, progress=False)
+    assert st["todo"] == 0 and st["records"] == 0
+    wider = evaluate.EvalSpec(limit=2, num_workers=0, scorings=("paper", "letter"))
+    st = evaluate.run(evaluate.FakeModel(), b, tmp_path / "r", wider, progress=False)
+    assert st["todo"] == 12 and st["records"] == 12  # only the new scoring
+    with pytest.raises(tvbench.BenchmarkError, match=r"different \['sampler'\]"):
+        evaluate.run(evaluate.FakeModel(), b, tmp_path / "r",
+                     evaluate.EvalSpec(sampler=tvbench.Sampler("uniform", 4)), progress=False)
+
+
+def test_torn_line_is_redone(bench, tmp_path):
+    b = tvbench.open_benchmark(bench)
+    spec = evaluate.EvalSpec(limit=2, num_workers=0)
+    ref = evaluate.evaluate(evaluate.FakeModel(), b, tmp_path / "ref", spec, n_boot=200,
+                            progress=False)
+    evaluate.run(evaluate.FakeModel(), b, tmp_path / "r", spec, progress=False)
+    f = tmp_path / "r" / "predictions.jsonl"
+    lines = f.read_text().splitlines(keepends=True)
+    f.write_text("".join(lines[:5]) + lines[5][:40])  # killed in the middle of a write
+    st = evaluate.run(evaluate.FakeModel(), b, tmp_path / "r", spec, progress=False)
+    assert st["todo"] == 7
+    res = evaluate.finalize(tmp_path / "r", b, n_boot=200, limit=2)
+    assert res == ref
+
+
+def test_resume_after_kill_gives_same_metrics(bench, tmp_path):
+    args = ["eval", "--data", bench, "--condition", "normal", "shuffled",
+            "--scoring", "paper", "--workers", "1", "--quiet", "--no-record"]
+    _cli(*args, "--model", "fake:hash", "--out", tmp_path / "ref")
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([PY, "-m", "lib.tvbench", *map(str, args), "--model",
+                             "fake:hash?delay=0.05", "--out", str(run)], cwd=paths.ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    pred = run / "predictions.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if pred.exists() and pred.read_text().count("\n") >= 20:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # our own child's session only
+    proc.wait()
+    n_before = pred.read_text().count("\n")
+    assert 20 <= n_before < 96 and not (run / "metrics.json").exists()
+    _cli(*args, "--model", "fake:hash", "--out", run)
+    assert _keys(run) == _keys(tmp_path / "ref")
+    a = json.loads((run / "metrics.json").read_text())
+    b = json.loads((tmp_path / "ref" / "metrics.json").read_text())
+    assert a == b
+
+
+def test_two_process_sharding_torchrun(bench, tmp_path):
+    args = ["eval", "--model", "fake:hash", "--data", bench, "--condition", "normal",
+            "shuffled", "--scoring", "paper", "letter", "--workers", "0", "--quiet",
+            "--no-record"]
+    _cli(*args, "--out", tmp_path / "one")
+    out = subprocess.run([TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m",
+                          "lib.tvbench", *map(str, args), "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, cwd=paths.ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    files = sorted(p.name for p in (tmp_path / "two").glob("predictions*.jsonl"))
+    assert files == ["predictions.jsonl"]  # shards merged
+    lines = (tmp_path / "two" / "predictions.jsonl").read_text().splitlines()
+    keys = [str(tvbench.prediction_key(json.loads(x))) for x in lines]
+    assert len(keys) == len(set(keys)) == 48 * 2 * 2  # none duplicated
+    assert sorted(keys) == _keys(tmp_path / "one")  # none lost
+    a = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert a == b
+    assert out.stdout.strip().splitlines()[-1].startswith("micro ")
+
+
+def test_sharding_without_process_group(bench, tmp_path):
+    """RANK/WORLD_SIZE only (no MASTER_ADDR): each rank writes its shard; `score` reads both."""
+    run = tmp_path / "plain"
+    base = ["eval", "--model", "fake:hash", "--data", bench, "--workers", "0", "--quiet",
+            "--no-record", "--out", run]
+    for r in (0, 1):
+        env = {"RANK": str(r), "WORLD_SIZE": "2"}
+        env_clean = {k: v for k, v in os.environ.items() if k != "MASTER_ADDR"}
+        out = subprocess.run([PY, "-m", "lib.tvbench", *map(str, base)], capture_output=True,
+                             text=True, cwd=paths.ROOT, env={**env_clean, **env}, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+    assert sorted(p.name for p in run.glob("*.jsonl")) == ["predictions.rank0.jsonl",
+                                                           "predictions.rank1.jsonl"]
+    last = _cli("score", "--data", bench, "--predictions", run).stdout.splitlines()[-1]
+    assert last.endswith("n 48")
+
+
+def test_on_missing_skip_reported(bench, tmp_path):
+    import shutil
+
+    root = tmp_path / "b"
+    shutil.copytree(bench, root)
+    gone = sorted((root / "video" / "object_count").glob("*.mp4"))[:3]
+    for v in gone:
+        v.unlink()
+    out = _cli("eval", "--model", "fake:hash", "--data", root, "--out", tmp_path / "r",
+               "--quiet", "--no-record", check=False)
+    assert out.returncode == 2 and "3 video file(s) missing" in out.stderr
+    assert all(v.name in out.stderr for v in gone)
+    out = _cli("eval", "--model", "fake:hash", "--data", root, "--out", tmp_path / "r",
+               "--quiet", "--on-missing", "skip", "--workers", "0")
+    assert "skipped (missing video): 3" in out.stdout
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())["normal/paper"]
+    assert m["n"] == 45 and m["skipped_missing_video"] == 3 and len(m["skipped_videos"]) == 3
+    s = _cli("score", "--data", root, "--predictions", tmp_path / "r").stdout
+    assert "skipped (missing video): 3" in s
+    import pandas as pd
+
+    row = pd.read_csv(paths.results_dir() / "tvbench.csv").iloc[-1]
+    assert row["skipped_missing_video"] == 3 and row["n"] == 45
+
+
+# --- tiny LongVU ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    from lib.longvu.tiny import write_tiny
+
+    return write_tiny(tmp_path_factory.mktemp("tiny") / "qwen", "qwen", "video", "small", 0)
+
+
+def test_longvu_adapter_matches_model(tiny_ckpt, bench):
+    import torch
+
+    from lib.longvu import prompts
+
+    m = evaluate.LongVUModel.load(str(tiny_ckpt))
+    q = tvbench.load(bench)[0]
+    clip = tvbench.read_clip(q)
+    a = m.preprocessor()(clip.frames)
+    b = m.model.preprocess(clip.frames)
+    assert torch.equal(a["siglip"], b["siglip"]) and torch.equal(a["dino"], b["dino"])
+    assert a["image_sizes"] == b["image_sizes"] and a["kind"] == b["kind"]
+    p = m.prompt(q.question, q.candidates)
+    assert p == m.model.prompt(prompts.mc_user_text(q.question, q.candidates))
+    assert "Answer with the option's letter" in p and p.startswith("<|im_start|>system")
+    lp = m.letter_logprobs(a, p, "ABCD"[:len(q.candidates)])
+    logits = m.model.next_token_logits(b, p)
+    ids = [m.model.tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in "ABCD"]
+    assert int(np.argmax(lp)) == int(torch.argmax(logits[ids[:len(q.candidates)]]))
+    ol, nt = m.option_logprobs(a, p, q.candidates)
+    assert len(ol) == len(q.candidates) and all(x < 0 for x in ol) and min(nt) >= 1
+    assert m.generate(a, p) == m.model.generate(b, p, max_new_tokens=5)
+
+
+def test_eval_cli_tiny_longvu(tiny_ckpt, bench, tmp_path):
+    out = _cli("eval", "--model", tiny_ckpt, "--data", bench, "--condition", "normal",
+               "--scoring", "paper", "--out", tmp_path / "run", "--limit", "1", "--quiet",
+               "--workers", "1", "--label", "tiny-test")
+    last = out.stdout.strip().splitlines()[-1].split()
+    assert last[0] == "micro" and last[-1] == "6"
+    recs = tvbench.read_predictions(tmp_path / "run")
+    assert len(recs) == 6 and all(r["model"] == "qwen" for r in recs)
+    assert all(r["parse"] in ("ok", "fallback", "nomatch") for r in recs)
+    again = _cli("score", "--data", bench, "--predictions", tmp_path / "run")
+    assert again.stdout.strip().splitlines()[-1] == out.stdout.strip().splitlines()[-1]
+    import pandas as pd
+
+    csv = pd.read_csv(paths.results_dir() / "tvbench.csv")
+    assert (csv["label"] == "tiny-test").sum() == 1
