@@ -616,8 +616,8 @@ def coco_root(profile: str, coco_dir: Path | str | None = None) -> Path:
         return Path(coco_dir)
     if profile == "full":
         return paths.data_dir() / "coco"
-    return Path(assets.build(profile, paths.demo_assets_dir(profile)) and
-                paths.demo_assets_dir(profile) / "coco")
+    assets.build(profile, paths.demo_assets_dir(profile))  # cached by its manifest
+    return paths.demo_assets_dir(profile) / "coco"
 
 
 def build_source(coco_root: Path | str, split: str = "train", questions: str = "R1", n: int = 1000,
