@@ -339,6 +339,7 @@ class EvalSpec:
     num_workers: int = field(default_factory=lambda: default_workers())
     frame_cache: str | None = None
     backend: str = "pyav"
+    threads: int | None = None  # torch intra-op threads while running (1 suits tiny CPU models)
 
     def units(self) -> list[tuple[str, int | None]]:
         return tvbench.condition_units(self.conditions, self.seeds)
@@ -384,6 +385,27 @@ def _open_append(path: Path):
             with open(path, "r+b") as f:
                 f.truncate(data.rfind(b"\n") + 1)
     return open(path, "a", encoding="utf-8")
+
+
+class _torch_threads:
+    """Temporarily set torch's intra-op threads (None: leave as is). Tiny models on a busy CPU
+    run several times faster on one thread than on two that spin-wait for each other."""
+
+    def __init__(self, n: int | None):
+        self.n, self.old = n, None
+
+    def __enter__(self):
+        if self.n:
+            import torch
+
+            self.old = torch.get_num_threads()
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        if self.old:
+            import torch
+
+            torch.set_num_threads(self.old)
 
 
 def dist_info() -> tuple[int, int]:
@@ -441,7 +463,7 @@ def run(model: VideoQAModel, bench: Benchmark, out_dir: Path | str, spec: EvalSp
              "prep_s": 0.0, "model_s": 0.0}
     t_start = time.perf_counter()
     path = predictions_path(out, rank, world_size)
-    with _open_append(path) as f:
+    with _open_append(path) as f, _torch_threads(spec.threads):
         bar = tqdm(_loader(ds, spec.num_workers), total=len(todo), disable=not progress,
                    desc=f"TVBench {model.name}" + (f" rank {rank}" if world_size > 1 else ""))
         for item in bar:
@@ -580,6 +602,8 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16")
     p.add_argument("--quantization", choices=["none", "nf4"], default="none")
     p.add_argument("--max-new-tokens", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads while scoring (1 is fastest for tiny models)")
     p.add_argument("--n-boot", type=int, default=2000)
     p.add_argument("--label", default=None, help="row label in outputs/results/tvbench.csv")
     p.add_argument("--no-record", action="store_true", help="do not append to tvbench.csv")
@@ -602,7 +626,7 @@ def cli_eval(args) -> int:
     model = load_model(args.model, args.adapter, args.device, args.quantization, args.dtype)
     spec = EvalSpec(tuple(args.conditions), tuple(args.seeds), tuple(args.scorings),
                     Sampler(args.sampler, args.num_frames), args.max_new_tokens, args.limit,
-                    args.workers, args.frame_cache, args.backend)
+                    args.workers, args.frame_cache, args.backend, args.threads)
     stats = run(model, bench, args.out, spec, rank, world, progress=not args.quiet)
     if world > 1 and group is None:
         print(f"rank {rank} done ({stats['records']} records); with no process group (no "
@@ -625,3 +649,196 @@ def cli_eval(args) -> int:
     first = next(iter(res.values()))
     print(f"micro {first['micro']:.2f} macro {first['macro']:.2f} n {first['n']}")
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook support: which checkpoints, adapters from notebook 03, figures
+
+
+OFFICIAL = {("qwen", "video"): "Vision-CAIR/LongVU_Qwen2_7B",
+            ("qwen", "image"): "Vision-CAIR/LongVU_Qwen2_7B_img",
+            ("llama", "video"): "Vision-CAIR/LongVU_Llama3_2_3B",
+            ("llama", "image"): "Vision-CAIR/LongVU_Llama3_2_3B_img"}
+LLM_NAME = {"qwen": "Qwen2-7B", "llama": "Llama3.2-3B"}  # as in the paper's tables
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to evaluate: checkpoint, optional adapter and the quantization it needs."""
+
+    label: str
+    checkpoint: str
+    adapter: str | None = None
+    quantization: str = "none"
+
+    def load(self, device: str = "auto") -> LongVUModel:
+        m = load_model(self.checkpoint, self.adapter, device, self.quantization)
+        m.name = self.label
+        return m
+
+
+def default_checkpoint(profile: str, backbone: str, stage: str, seed: int = 0) -> str:
+    """full: the official checkpoint (local copy under the checkpoints dir, else the hub id);
+    demo/smoke: a tiny random LongVU of that stage (small towers) in ``<data>/models``, written
+    once (the same file notebook 03 starts from for the image stage)."""
+    from lib import paths
+
+    if profile == "full":
+        repo = OFFICIAL[(backbone, stage)]
+        local = paths.checkpoints_dir() / repo.split("/")[1]
+        return str(local) if local.is_dir() else repo
+    tiny = paths.data_dir() / "models" / f"tiny_{backbone}_{stage}_small_s{seed}"
+    if not (tiny / "config.json").is_file():
+        from lib.longvu.tiny import write_tiny
+
+        write_tiny(tiny, backbone, stage, "small", seed)
+    return str(tiny)
+
+
+def resolve_adapter(entry: str, base: str) -> ModelSpec:
+    """An adapter dir (``adapter_config.json`` inside) or a notebook-03 run name (its
+    metrics.json says the adapter or full-model dir, the quantization and the start model)."""
+    from lib import paths
+
+    p = Path(entry)
+    if (p / "adapter_config.json").is_file():
+        return ModelSpec(p.name, base, str(p))
+    run = paths.outputs_dir() / "03_qlora_finetune" / entry / "metrics.json"
+    if not run.is_file():
+        raise FileNotFoundError(f"{entry}: neither an adapter dir (adapter_config.json) nor a "
+                                f"finished notebook-03 run ({run} missing); run notebook 03 "
+                                "with that RUN_NAME first")
+    m = json.loads(run.read_text())
+    if m.get("model_dir"):
+        return ModelSpec(f"03:{entry}", m["model_dir"])
+    quant = "nf4" if m.get("quantization") == "nf4" else "none"
+    return ModelSpec(f"03:{entry}", m.get("start_checkpoint") or base, m["adapter_dir"], quant)
+
+
+def group_records(source: Path | str | list[dict], group: str) -> list[dict]:
+    """The records of one ``condition[@seed]/scoring`` group, e.g. ``shuffled@0/paper``."""
+    recs = tvbench.read_predictions(source) if not isinstance(source, list) else source
+    return [r for r in recs if tvbench.group_label(r.get("condition", "normal"), r.get("seed"),
+                                                   r.get("scoring", "paper")) == group]
+
+
+def seed_summary(res: dict[str, dict], condition: str = "shuffled", scoring: str = "paper"
+                 ) -> dict | None:
+    """Mean and sd of micro accuracy over the shuffle seeds of a run."""
+    vals = [m["micro"] for g, m in res.items()
+            if g.startswith(condition + "@") and g.endswith("/" + scoring)]
+    if not vals:
+        return None
+    return {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1
+            else 0.0, "seeds": len(vals)}
+
+
+def plot_per_task(rows: dict[str, dict], title: str = ""):
+    """Grouped bars: per-task accuracy with 95% CIs for each labelled run, chance as ticks."""
+    import matplotlib.pyplot as plt
+
+    first = next(iter(rows.values()))
+    tasks = list(first["tasks"])
+    abbr = [first["tasks"][t]["abbr"] for t in tasks] + ["micro"]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(abbr) * max(1, len(rows)) / 2, 3.6))
+    w = 0.8 / len(rows)
+    x = np.arange(len(abbr))
+    for j, (label, m) in enumerate(rows.items()):
+        acc = [m["tasks"][t]["acc"] for t in tasks] + [m["micro"]]
+        ci = [m["tasks"][t]["ci"] for t in tasks] + [m["micro_ci"]]
+        err = np.maximum(0, np.array([[a - c[0], c[1] - a] if c else [0, 0]
+                                      for a, c in zip(acc, ci)]).T)
+        ax.bar(x + (j - (len(rows) - 1) / 2) * w, acc, w, yerr=err, capsize=2, label=label,
+               error_kw={"lw": 1, "ecolor": "0.35"})
+    chance = [first["tasks"][t]["chance"] for t in tasks] + [first["chance_micro"]]
+    ax.scatter(x, chance, marker="_", s=600, color="black", zorder=3, label="chance (data)")
+    ax.set(xticks=x, xticklabels=abbr, ylabel="accuracy (%)", ylim=(0, 100), title=title)
+    ax.legend(fontsize=8, ncol=min(3, len(rows) + 1), loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_paired(diffs: dict[str, dict], title: str = ""):
+    """Horizontal bars: paired micro-accuracy differences (B - A) with bootstrap 95% CIs."""
+    import matplotlib.pyplot as plt
+
+    labels = list(diffs)
+    d = np.array([diffs[k]["micro_diff"] for k in labels])
+    lo = np.array([diffs[k]["micro_ci"][0] for k in labels])
+    hi = np.array([diffs[k]["micro_ci"][1] for k in labels])
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(labels) + 1.2))
+    y = np.arange(len(labels))
+    ax.barh(y, d, xerr=np.maximum(0, [d - lo, hi - d]), capsize=3, color=["C3" if v < 0 else "C0" for v in d])
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set(yticks=y, yticklabels=labels, xlabel="paired difference in micro accuracy (points)",
+           title=title)
+    ax.invert_yaxis()
+    fig.tight_layout()
+    return fig
+
+
+def summary_frame(results: dict[str, dict[str, dict]]):
+    """One row per (model, condition group, scoring): micro with CI, macro, n, parse failures."""
+    import pandas as pd
+
+    rows = []
+    for model, res in results.items():
+        for group, m in res.items():
+            cond, _, scoring = group.partition("/")
+            p = m.get("parse", {})
+            rows.append({"model": model, "condition": cond, "scoring": scoring,
+                         "micro": m["micro"], "micro_lo": (m["micro_ci"] or [np.nan])[0],
+                         "micro_hi": (m["micro_ci"] or [np.nan, np.nan])[1],
+                         "macro": m["macro"], "n": m["n"], "chance_micro": m["chance_micro"],
+                         "parse_fail_%": 100 * sum(v for k, v in p.items() if k != "ok")
+                         / max(1, m["n"]) if scoring in ("paper", "strict") else np.nan})
+    return pd.DataFrame(rows)
+
+
+def scorer_agreement(source: Path | str | list[dict], condition: str = "normal",
+                     seed: int | None = None):
+    """How often the scorers pick the same option on the same questions (pairwise %)."""
+    import pandas as pd
+
+    recs = tvbench.read_predictions(source) if not isinstance(source, list) else source
+    picks: dict[str, dict[str, Any]] = {}
+    for r in recs:
+        if r.get("condition", "normal") == condition and r.get("seed") == seed:
+            picks.setdefault(r.get("scoring", "paper"), {})[r["sample_id"]] = r["pred_index"]
+    names = [s for s in SCORINGS if s in picks]
+    out = pd.DataFrame(index=names, columns=names, dtype=float)
+    for a in names:
+        for b in names:
+            shared = picks[a].keys() & picks[b].keys()
+            out.loc[a, b] = 100 * np.mean([picks[a][k] == picks[b][k] for k in shared]) \
+                if shared else np.nan
+    return out
+
+
+def plot_conditions(summary, title: str = ""):
+    """One panel per model: micro accuracy per condition, one bar per scorer, 95% CIs, and the
+    data's micro chance as a dashed line (``summary`` from ``summary_frame``)."""
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(summary["model"]))
+    scorings = list(dict.fromkeys(summary["scoring"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 3.6), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        s = summary[summary["model"] == model]
+        conds = list(dict.fromkeys(s["condition"]))
+        w = 0.8 / len(scorings)
+        for j, sc in enumerate(scorings):
+            r = s[s["scoring"] == sc].set_index("condition").reindex(conds)
+            x = np.arange(len(conds)) + (j - (len(scorings) - 1) / 2) * w
+            err = np.maximum(0, [r["micro"] - r["micro_lo"], r["micro_hi"] - r["micro"]])
+            ax.bar(x, r["micro"], w, label=sc, yerr=np.nan_to_num(err), capsize=2)
+        if "chance_micro" in s:
+            ax.axhline(s["chance_micro"].iloc[0], color="black", ls="--", lw=0.8,
+                       label="chance (data)")
+        ax.set(xticks=range(len(conds)), xticklabels=conds, ylim=(0, 100), title=model,
+               ylabel="micro accuracy (%)")
+        ax.tick_params(axis="x", rotation=30)
+    axes[0][0].legend(fontsize=8, ncol=2)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -328,6 +328,19 @@ def load(root: Path | str, tasks: list[str] | None = None, on_missing: str = "er
     return open_benchmark(root, tasks, on_missing, release=None).questions
 
 
+def benchmark_root(profile: str, data_dir: Path | str | None = None) -> Path:
+    """The benchmark for a profile: ``data_dir`` if given, ``<data>/tvbench`` for full, else the
+    embedded MiniTVBench (built on first use, then reused)."""
+    from lib import assets, paths
+
+    if data_dir is not None:
+        return Path(data_dir)
+    if profile == "full":
+        return paths.benchmark_dir("full")
+    assets.build(profile, paths.demo_assets_dir(profile))  # cached by its manifest
+    return paths.benchmark_dir(profile)
+
+
 def sample_id(q: Question) -> str:
     """Stable id of a question within a benchmark: ``<task>/<position in the json>``."""
     return f"{q.task}/{q.index}"

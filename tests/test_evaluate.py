@@ -262,3 +262,39 @@ def test_eval_cli_tiny_longvu(tiny_ckpt, bench, tmp_path):
 
     csv = pd.read_csv(paths.results_dir() / "tvbench.csv")
     assert (csv["label"] == "tiny-test").sum() == 1
+
+
+def test_adapters_resolve_and_evaluate(tiny_ckpt, bench, tmp_path):
+    """An adapter dir and a notebook-03 run name both resolve; the adapter changes the logits."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from lib import longvu
+
+    m = longvu.load(str(tiny_ckpt))
+    peft = get_peft_model(m.decoder, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                init_lora_weights=False))
+    peft.save_pretrained(str(tmp_path / "adapter"))
+    spec = evaluate.resolve_adapter(str(tmp_path / "adapter"), str(tiny_ckpt))
+    assert spec.adapter == str(tmp_path / "adapter") and spec.checkpoint == str(tiny_ckpt)
+    run03 = paths.outputs_dir() / "03_qlora_finetune" / "unit"
+    run03.mkdir(parents=True, exist_ok=True)
+    (run03 / "metrics.json").write_text(json.dumps({
+        "adapter_dir": str(tmp_path / "adapter"), "quantization": "none",
+        "start_checkpoint": str(tiny_ckpt)}))
+    assert evaluate.resolve_adapter("unit", "elsewhere") == evaluate.ModelSpec(
+        "03:unit", str(tiny_ckpt), str(tmp_path / "adapter"), "none")
+    with pytest.raises(FileNotFoundError, match="notebook-03 run"):
+        evaluate.resolve_adapter("never-ran", str(tiny_ckpt))
+    b = tvbench.open_benchmark(bench)
+    q = b.questions[0]
+    base = evaluate.ModelSpec("base", str(tiny_ckpt)).load("cpu")
+    tuned = spec.load("cpu")
+    frames = tvbench.read_clip(q).frames
+    prep = base.preprocessor()(frames)
+    p = base.prompt(q.question, q.candidates)
+    assert not np.allclose(base.letter_logprobs(prep, p, "ABCD"),
+                           tuned.letter_logprobs(prep, p, "ABCD"))
+    res = evaluate.evaluate(tuned, b, tmp_path / "run", evaluate.EvalSpec(
+        scorings=("letter",), limit=1, num_workers=0, threads=1), n_boot=50, progress=False)
+    assert res["normal/letter"]["n"] == 6 and torch.get_num_threads() >= 1

@@ -1,0 +1,185 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · TVBench evaluation of the pseudo-video adapters: every condition, every scorer
+#
+# The paper's Table 4 question: does fine-tuning on pseudo-videos (notebook 03) make LongVU
+# use temporal order? This notebook evaluates the base checkpoint and each adapter under five
+# frame conditions (normal, seeded shuffles, reversed, static = first frame repeated, blind =
+# one black frame) and four scorers (`paper`: the paper's parser with its option-C fallback;
+# `strict`: the same generation, unparsable = wrong; `letter`: next-token probability over the
+# valid letters; `option`: option-text log-likelihood). Likelihood scoring is immune to answer
+# format drift after fine-tuning; comparing it with `paper` separates "answers in the wrong
+# format" from "does not know". All comparisons are paired on the same questions with
+# bootstrap CIs clustered by video.
+#
+# Profiles: `full` evaluates the official image-stage checkpoint and adapters on TVBench;
+# `demo`/`smoke` use the tiny image-stage model that notebook 03 starts from, on MiniTVBench.
+
+# %%
+import pandas as pd
+from IPython.display import display
+
+import lib.evaluate
+import lib.plots
+import lib.runs
+import lib.tvbench
+
+lib.plots.set_style()
+
+# %% tags=["parameters"]
+RUN_NAME = "dev"  # run dir: outputs/04_tvbench_eval/<RUN_NAME>/ (a re-run resumes)
+SEED = 0  # seed of the tiny demo model and of the bootstrap
+PROFILE = "demo"  # demo | smoke: tiny LongVU on MiniTVBench; full: official checkpoint, TVBench
+BACKBONE = "qwen"  # qwen (Qwen2-7B) | llama (Llama3.2-3B)
+BASE_CHECKPOINT = None  # None: what notebook 03 starts from (LongVU_<backbone>_img / tiny)
+ADAPTERS = []  # adapter dirs or notebook-03 RUN_NAMEs; [] evaluates the base model only
+DATA_DIR = None  # None: MiniTVBench (demo/smoke) or <data dir>/tvbench (full)
+LIMIT = None  # first N questions of each task (None: all)
+CONDITIONS = ["normal", "shuffled", "reversed", "static", "blind"]
+SHUFFLE_SEEDS = [0]  # one shuffled run per seed
+SCORINGS = ["paper", "strict", "likelihood"]  # likelihood means letter and option
+ON_MISSING = "error"  # error | skip: questions whose video is missing (never a black frame)
+N_BOOT = 2000  # bootstrap resamples for the CIs
+WORKERS = None  # DataLoader decode workers (None: cores - 1)
+FRAME_CACHE = True  # cache decoded clips under the run dir, shared by all models
+TORCH_THREADS = None  # torch CPU threads while scoring (None: torch's default; 1 for tiny models)
+
+# %%
+run = lib.runs.start("04_tvbench_eval", RUN_NAME, lib.runs.notebook_params(globals()))
+data_dir = lib.tvbench.benchmark_root(PROFILE, DATA_DIR)
+
+# %% [markdown]
+# ## 1. The benchmark
+
+# %%
+bench = lib.tvbench.open_benchmark(data_dir, on_missing=ON_MISSING)
+print(f"{data_dir}: {len(bench.questions)} questions in {len(bench.tasks)} tasks, "
+      f"{len(bench.skipped)} skipped for missing videos, release check: {bench.release}")
+
+# %% [markdown]
+# ## 2. Models: the base checkpoint and each adapter
+# An adapter is evaluated on the base it was trained from, with the same quantization (a
+# notebook-03 run records both); the base row uses the first adapter's quantization so that
+# base-vs-adapter differences are the adapter's alone.
+
+# %%
+base_ckpt = BASE_CHECKPOINT or lib.evaluate.default_checkpoint(PROFILE, BACKBONE, "image", SEED)
+tuned = [lib.evaluate.resolve_adapter(a, base_ckpt) for a in ADAPTERS]
+base_quant = tuned[0].quantization if tuned else "none"
+models = [lib.evaluate.ModelSpec("base" + (" (nf4)" if base_quant == "nf4" else ""), base_ckpt,
+                                 None, base_quant)] + tuned
+if not tuned:
+    print("No adapters were given (ADAPTERS = []): evaluating the base model only, under every "
+          "condition and scorer. Pass adapter dirs or notebook-03 run names to compare.")
+display(pd.DataFrame([vars(m) for m in models]))
+
+# %% [markdown]
+# ## 3. Evaluate every model under every condition and scorer (resumable)
+
+# %%
+spec = lib.evaluate.EvalSpec(
+    conditions=tuple(CONDITIONS), seeds=tuple(SHUFFLE_SEEDS), scorings=tuple(SCORINGS),
+    limit=LIMIT, frame_cache=str(run.path("frames")) if FRAME_CACHE else None,
+    threads=TORCH_THREADS, **({"num_workers": WORKERS} if WORKERS is not None else {}))
+results, run_dirs = {}, {}
+for i, ms in enumerate(models):
+    run_dirs[ms.label] = run.path("eval", f"m{i}")
+    model = ms.load()
+    results[ms.label] = lib.evaluate.evaluate(model, bench, run_dirs[ms.label], spec,
+                                              n_boot=N_BOOT)
+    del model
+summary = lib.evaluate.summary_frame(results)
+scorings = list(dict.fromkeys(summary["scoring"]))
+grid = summary.pivot_table(index=["model", "condition"], columns="scoring", values="micro",
+                           sort=False)
+display(grid.round(1))
+
+# %% [markdown]
+# ## 4. Micro accuracy by condition and scorer, with 95% CIs
+
+# %%
+fig = lib.evaluate.plot_conditions(summary, f"micro accuracy by condition and scorer ({PROFILE})")
+lib.plots.save_figure(fig, "04_conditions_scorers")
+
+# %% [markdown]
+# ## 5. Paired differences
+# Each condition minus normal order for every model (the temporal-sensitivity measure: a model
+# that uses order loses accuracy when it is destroyed), and each adapter minus the base under
+# normal order. Paired on identical questions, bootstrap CI clustered by video, exact McNemar p.
+
+# %%
+diffs = {}
+for ms in models:
+    src = run_dirs[ms.label] / "predictions.jsonl"
+    for sc in [s for s in ("paper", "letter") if s in scorings]:
+        for cond in [c for c in dict.fromkeys(summary["condition"]) if c != "normal"]:
+            diffs[f"{ms.label} [{sc}]: {cond} - normal"] = lib.tvbench.paired(
+                lib.evaluate.group_records(src, f"normal/{sc}"),
+                lib.evaluate.group_records(src, f"{cond}/{sc}"), bench, n_boot=N_BOOT, seed=SEED)
+for ms in models[1:]:
+    for sc in [s for s in ("paper", "letter") if s in scorings]:
+        diffs[f"{ms.label} - base [{sc}], normal"] = lib.tvbench.paired(
+            lib.evaluate.group_records(run_dirs[models[0].label] / "predictions.jsonl",
+                                       f"normal/{sc}"),
+            lib.evaluate.group_records(run_dirs[ms.label] / "predictions.jsonl", f"normal/{sc}"),
+            bench, n_boot=N_BOOT, seed=SEED)
+paired_table = pd.DataFrame({k: {"n": v["n"], "A": v["micro_a"], "B": v["micro_b"],
+                                  "B - A": v["micro_diff"], "ci_lo": v["micro_ci"][0],
+                                  "ci_hi": v["micro_ci"][1], "McNemar p": v["mcnemar_p"],
+                                  "flip %": v["flip_rate"]} for k, v in diffs.items()}).T
+display(paired_table.round(3))
+fig = lib.evaluate.plot_paired(diffs, f"Paired differences ({PROFILE})")
+lib.plots.save_figure(fig, "04_paired_differences")
+
+# %% [markdown]
+# ## 6. Do the scorers agree? Parse failures
+# Pairwise agreement (% of questions with the same chosen option) under normal order, and the
+# share of generations the paper parser could not read cleanly.
+
+# %%
+for ms in models:
+    print(ms.label)
+    display(lib.evaluate.scorer_agreement(run_dirs[ms.label] / "predictions.jsonl").round(1))
+display(summary[summary["scoring"].isin(["paper", "strict"])]
+        .pivot_table(index="model", columns="condition", values="parse_fail_%", sort=False)
+        .round(1))
+
+# %% [markdown]
+# ## 7. Per task, normal order, paper scorer, against chance
+
+# %%
+first = scorings[0]  # paper when it was run
+fig = lib.evaluate.plot_per_task({ms.label: results[ms.label][f"normal/{first}"]
+                                  for ms in models}, f"TVBench per task [{first}] ({PROFILE})")
+lib.plots.save_figure(fig, "04_per_task")
+display(lib.tvbench.results_table({ms.label: results[ms.label][f"normal/{first}"]
+                                   for ms in models}, ci=True))
+
+# %% [markdown]
+# ## Record results
+
+# %%
+for ms in models:
+    lib.evaluate.record(results[ms.label], f"04/{RUN_NAME}/{ms.label}", run_dirs[ms.label],
+                        ms.checkpoint + (f"+{ms.adapter}" if ms.adapter else ""), str(data_dir))
+lib.runs.save_metrics(run, {
+    "data_dir": str(data_dir), "models": [vars(m) for m in models],
+    "adapters_given": len(tuned), "skipped_missing_video": len(bench.skipped),
+    "micro": {f"{r.model} | {r.condition}/{r.scoring}": r.micro for r in summary.itertuples()},
+    "paired": {k: {"diff": v["micro_diff"], "ci": v["micro_ci"], "p": v["mcnemar_p"]}
+               for k, v in diffs.items()},
+})
