@@ -261,6 +261,12 @@ def build_model(cfg: TrainConfig, device: torch.device):
     dtype = torch.bfloat16 if (cuda or quant == "nf4") else torch.float32
     model = load(cfg.model, quantization="nf4" if quant == "nf4" else "none", dtype=dtype,
                  device=device, flags=flags)
+    return prepare_for_training(model, cfg, quant), quant
+
+
+def prepare_for_training(model, cfg: TrainConfig, quant: str = "none"):
+    """Freeze, attach LoRA (qlora/lora) or unfreeze the decoder (full), connector trainable,
+    non-reentrant activation checkpointing. Towers stay frozen in their load dtype."""
     model.requires_grad_(False)
     if cfg.mode == "full":
         model.decoder.requires_grad_(True)
@@ -285,7 +291,7 @@ def build_model(cfg: TrainConfig, device: torch.device):
             activation_checkpointing_kwargs={"use_reentrant": False})
     if quant == "nf4":  # Trainer: do not .to() a bnb model
         model.quantization_method = "bitsandbytes"
-    return model, quant
+    return model
 
 
 def trainable_counts(model) -> dict[str, int]:
@@ -300,15 +306,15 @@ def trainable_counts(model) -> dict[str, int]:
     return out
 
 
-def save_adapter(model, out_dir: str | os.PathLike, mode: str) -> Path:
+def save_adapter(model, out_dir: str | os.PathLike, mode: str, with_towers: bool = False) -> Path:
     """qlora/lora: PEFT adapter + connector.safetensors (what `load(adapter=)` reads);
-    full: decoder + connector in LongVU's original layout (no towers)."""
+    full: decoder + connector in LongVU's original layout (+ towers/ for a standalone copy)."""
     from safetensors.torch import save_file
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if mode == "full":
         from lib.longvu import save
-        save(model, out, with_towers=False)
+        save(model, out, with_towers=with_towers)
         return out
     model.decoder.save_pretrained(str(out))
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.connector.state_dict().items()}
@@ -617,7 +623,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, dataset: tud.Dataset | 
     finished = trainer.state.global_step >= max_steps
     if rank == 0:
         adapter = save_adapter(model, run / ("model" if cfg.mode == "full" else "adapter"),
-                               cfg.mode)
+                               cfg.mode, with_towers=True)
         if finished:
             (run / DONE_FLAG).write_text(f"{trainer.state.global_step}\n")
         metrics = summarise(run, cfg, quant, device, counts, max_steps, accum, wall,

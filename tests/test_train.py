@@ -169,3 +169,24 @@ def test_contract_cli(ckpt, smoke_assets, tmp_path):
     assert m["steps"] == 2 and m["quantization"] == "nf4"
     assert (out / "adapter" / "adapter_config.json").is_file()
     assert (out / "adapter" / "connector.safetensors").is_file()
+
+
+def test_full_mode_resume_and_standalone_checkpoint(ckpt, tmp_path):
+    from lib.longvu import load
+    data = ToyVideos(n=8)
+    kw = dict(mode="full", max_steps=2, global_batch=1, save_steps=1, lr=1e-4)
+    ref, model = train.run_training(_cfg(ckpt, tmp_path / "ref", **kw), dataset=data)
+    assert ref["quantization"] == "none" and ref["trainable_params"]["decoder"] > 0
+    assert ref["trainable_params"]["lora"] == 0
+    item = data[2]
+    prompt = model.prompt("Colour?")
+    model.eval()
+    want = model.next_token_logits(item["frames"], prompt)
+    got = load(ref["model_dir"]).next_token_logits(item["frames"], prompt)
+    assert torch.allclose(got, want, atol=1e-5)
+    run = tmp_path / "killed"
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train.train(_cfg(ckpt, run, **kw), dataset=data, fail_at_step=1)
+    train.train(_cfg(ckpt, run, **kw), dataset=data, resume=True)
+    assert [r["loss"] for r in train.read_log(run)] == \
+        [r["loss"] for r in train.read_log(tmp_path / "ref")]
