@@ -378,6 +378,12 @@ def _trainer_classes():
             self.step_stats["data_wait"] += time.perf_counter() - t
             return out
 
+        def _run_epoch(self, model, epoch, *a, **kw):
+            # accelerate skips dataset.set_epoch under DDP; pseudo-videos re-draw per epoch
+            if hasattr(self.train_dataset, "set_epoch"):
+                self.train_dataset.set_epoch(epoch)
+            return super()._run_epoch(model, epoch, *a, **kw)
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             stats = inputs.pop("stats")
             s = self.step_stats

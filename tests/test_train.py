@@ -22,8 +22,12 @@ COLORS = ["red", "green", "blue", "black"]
 class ToyVideos(torch.utils.data.Dataset):
     """pseudo-video-shaped items with short prompts: per-index seeded frames and answer."""
 
-    def __init__(self, n: int = 16, frames: int = 3):
-        self.n, self.frames = n, frames
+    def __init__(self, n: int = 16, frames: int = 3, bad: tuple[int, ...] = ()):
+        self.n, self.frames, self.bad = n, frames, bad
+        self.epochs: list[int] = []
+
+    def set_epoch(self, epoch):
+        self.epochs.append(epoch)
 
     def __len__(self):
         return self.n
@@ -37,7 +41,7 @@ class ToyVideos(torch.utils.data.Dataset):
         options = "".join(f"({'ABCD'[j]}) {c}\n" for j, c in enumerate(COLORS))
         return {"frames": frames, "prompt": f"<image>\nColour?\n{options}",
                 "target": f"({'ABCD'[k]}) {COLORS[k]}", "question_type": "toy",
-                "sample_id": i, "errors": []}
+                "sample_id": i, "errors": ["substituted"] if i in self.bad else []}
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +194,10 @@ def test_full_mode_resume_and_standalone_checkpoint(ckpt, tmp_path):
     train.train(_cfg(ckpt, run, **kw), dataset=data, resume=True)
     assert [r["loss"] for r in train.read_log(run)] == \
         [r["loss"] for r in train.read_log(tmp_path / "ref")]
+
+
+def test_epochs_redraw_and_bad_samples_counted(ckpt, tmp_path):
+    data = ToyVideos(n=2, bad=(1,))
+    m = train.train(_cfg(ckpt, tmp_path, max_steps=2, save_steps=100), dataset=data)
+    assert sorted(set(data.epochs)) == [0, 1]  # the dataset re-draws its questions per epoch
+    assert m["bad_samples"] == 2  # index 1 is a substitute in each of the two epochs
