@@ -1,6 +1,6 @@
 """CLI: `python -m lib.longvu tiny ...` writes a tiny checkpoint; `... parity DIR` runs parity.
 
-    python -m lib.longvu tiny --backbone qwen|llama --stage video|image --geometry real|small \\
+    python -m lib.longvu tiny --backbone qwen|llama --stage video|image --geometry real|small|demo \\
         --seed 0 --out DIR
     python -m lib.longvu parity DIR        # exits 1 if any case fails
 """
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("tiny", help="write a tiny random LongVU checkpoint (original layout)")
     t.add_argument("--backbone", choices=["qwen", "llama"], default="qwen")
     t.add_argument("--stage", choices=["video", "image"], default="video")
-    t.add_argument("--geometry", choices=["real", "small"], default="real")
+    t.add_argument("--geometry", choices=["real", "small", "demo"], default="real")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", required=True)
     p = sub.add_parser("parity", help="run every parity case under DIR/cases/")

@@ -84,6 +84,15 @@ class LongVUConfig:
     def pad_id(self) -> int:
         return PAD_IDS[self.backbone]
 
+    @property
+    def token_side(self) -> int:
+        """Side of the towers' resized token maps (24 for every released checkpoint)."""
+        side = int(round(self.mm_vision_tower_aux_token_len_list[0] ** 0.5))
+        if side * side != self.mm_vision_tower_aux_token_len_list[0]:
+            raise ValueError("mm_vision_tower_aux_token_len_list must hold square token counts, "
+                             f"got {self.mm_vision_tower_aux_token_len_list}")
+        return side
+
     def window_sizes(self) -> list[int]:
         """SVA key window side per tower: sqrt(tower tokens) // sqrt(queries) (1 or 2)."""
         q = int(self.query_num_list[0] ** 0.5)

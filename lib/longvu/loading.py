@@ -265,7 +265,8 @@ def load(path_or_id: str | os.PathLike, towers=None, quantization: str = "none",
     dino = _load_tower(Dinov2Model, dino_dir, dtype).to(device)
     flags = flags or Flags()
     tw = Towers(siglip, dino, legacy_dino_interp=flags.legacy_dino_interp,
-                sizes=tower_resolutions(cfg.mm_vision_tower_aux_list))
+                sizes=tower_resolutions(cfg.mm_vision_tower_aux_list),
+                token_side=cfg.token_side)
 
     model = LongVU(decoder, connector, tw, cfg, tokenizer,
                    template or prompts.template_for(cfg.backbone), flags)

@@ -174,7 +174,7 @@ def encode_visual(towers: Towers, connector: Connector, cfg: LongVUConfig,
                                       "max_num_frames_low": max_low}
     mix = mix and cfg.highres
 
-    masks = [sampler_masks(size, q_side)] * 2
+    masks = [sampler_masks(size, q_side, towers.token_side)] * 2
     sva = connector.sample(aux0.to(cdt), aux1.to(cdt), masks, q_side).to(dtype)
 
     def resize(x: torch.Tensor, side: int) -> torch.Tensor:

@@ -51,6 +51,15 @@ LLAMA_TEMPLATE = (
 GEOMETRY = {  # (siglip image, siglip patch, dino run size, dino image_size, dino patch)
     "real": (384, 14, 378, 518, 14),
     "small": (64, 16, 56, 98, 14),
+    "demo": (64, 16, 56, 98, 14),
+}
+# Token grids: (tower map side, queries per frame by stage, low-res side). "real" and "small"
+# keep LongVU's (24x24 maps; 144 video / 576 image queries; 8x8 low-res). "demo" shrinks them
+# (8x8 maps, 4x4 queries, 2x2 low-res) so the embedded study trains and evaluates on a CPU.
+GRIDS = {
+    "real": (24, {"video": 144, "image": 576}, 8),
+    "small": (24, {"video": 144, "image": 576}, 8),
+    "demo": (8, {"video": 16, "image": 16}, 2),
 }
 
 
@@ -107,10 +116,12 @@ def tiny_config(backbone: str, stage: str, geometry: str = "real") -> LongVUConf
     if geometry not in GEOMETRY:
         raise ValueError(f"geometry must be one of {sorted(GEOMETRY)}, got {geometry!r}")
     sig_px, _, dino_px, _, _ = GEOMETRY[geometry]
-    q = 144 if stage == "video" else 576
+    side, queries, low = GRIDS[geometry]
+    q = queries[stage]
     return LongVUConfig(
         backbone=backbone, hidden_size=64, vision_hidden_size=64, query_num_list=[q],
-        image_token_len=q, connector_depth=3, highres=stage == "video", lowres_token=8,
+        image_token_len=q, connector_depth=3, highres=stage == "video", lowres_token=low,
+        mm_vision_tower_aux_token_len_list=[side * side, side * side],
         tokenizer_model_max_length=1024 if stage == "video" else 2048,
         mm_vision_tower_aux_list=[f"siglip/CLIP-ViT-SO400M-14-{sig_px}",
                                   f"facebook/dinov2-giant-res{dino_px}"],
@@ -174,7 +185,7 @@ def build_tiny(backbone: str = "qwen", stage: str = "video", geometry: str = "re
         dino.embeddings.position_embeddings.mul_(0.5)
     flags = flags or Flags()
     towers = Towers(siglip, dino, legacy_dino_interp=flags.legacy_dino_interp,
-                    sizes=(sig_px, dino_px))
+                    sizes=(sig_px, dino_px), token_side=cfg.token_side)
     connector = Connector(towers.widths, cfg.vision_hidden_size, cfg.hidden_size,
                           cfg.window_sizes(), cfg.connector_depth)
     randomize(connector, gen)

@@ -137,10 +137,14 @@ class Towers(nn.Module):
     """Frozen SigLIP + DINOv2 with LongVU's feature extraction; never trained, never quantised."""
 
     def __init__(self, siglip: nn.Module, dino: nn.Module, legacy_dino_interp: bool = True,
-                 chunk_size: int = 64, sizes: tuple[int, int] = (384, 378)):
+                 chunk_size: int = 64, sizes: tuple[int, int] = (384, 378),
+                 token_side: int = TOKENS_SIDE):
         super().__init__()
         self.siglip, self.dino = siglip, dino
         self.sizes = sizes  # input sides (SigLIP, DINO)
+        # Side of the token maps the towers are resized to: 24 (576 tokens, every released
+        # config); config field mm_vision_tower_aux_token_len_list = [side**2, side**2].
+        self.token_side = token_side
         self.chunk_size = chunk_size
         if legacy_dino_interp:
             legacy_dino_pos_interpolation(dino)
@@ -165,7 +169,7 @@ class Towers(nn.Module):
 
         def run(x):
             out = self.siglip(x.to(p.device, p.dtype), output_hidden_states=True)
-            return resize_tokens(out.hidden_states[-1])
+            return resize_tokens(out.hidden_states[-1], self.token_side)
         return self._chunked(run, pixels)
 
     @torch.no_grad()
@@ -175,7 +179,7 @@ class Towers(nn.Module):
 
         def run(x):
             out = self.dino(x.to(p.device, p.dtype))
-            return resize_tokens(out.last_hidden_state[:, 1:].to(pixels.dtype))
+            return resize_tokens(out.last_hidden_state[:, 1:].to(pixels.dtype), self.token_side)
         return self._chunked(run, pixels)
 
 

@@ -1,0 +1,154 @@
+"""The demo's stand-ins for LongVU's image and video training stages, on generated data.
+
+The paper compares checkpoints that saw only images with ones that also saw videos. The demo
+profile makes both from a tiny random LongVU (notebook 00 builds them; 01, 03 and 04 use them):
+
+* image stage: single shapes-COCO images, half captioning ("Describe the image briefly.") and
+  half image multiple-choice ("Which caption describes the image?" with captions of other
+  images as distractors), so the model ties caption words to pixels and learns the
+  multiple-choice answer format;
+* video stage (the "video-trained" control): the image-trained model further trained on
+  MiniTVBench-style videos drawn with other seeds than the benchmark's, sampled at 2 fps like
+  the evaluator does.
+
+Both train all decoder and connector weights (``lib.train`` mode ``full``) and are saved as
+complete checkpoints in LongVU's layout, so they load wherever an official checkpoint does.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch.utils.data as tud
+from PIL import Image
+
+from lib import assets
+from lib.coco import CaptionIndex, CocoError
+
+CAPTION_PROMPT = "Describe the image briefly."
+MC_QUESTION = "Which caption describes the image?"
+LETTERS = "ABCDEFGH"
+VIDEO_SEED_OFFSET = 10_000  # benchmark videos use seeds 0..999 per task
+
+
+def _mc(question: str, options: list[str]) -> str:
+    from lib.longvu import prompts
+
+    return "<image>\n" + prompts.mc_user_text(question, options)
+
+
+class ImageStageDataset(tud.Dataset):
+    """Single-image captioning and multiple-choice samples over a COCO-layout caption index.
+
+    Items carry ``frames`` (1, H, W, 3) uint8, ``prompt`` (user turn), ``target``,
+    ``question_type`` ("caption" | "image_mc"), ``sample_id``, ``errors`` (always empty: a
+    missing or unreadable image raises ``CocoError`` naming it, never a substitute).
+    """
+
+    def __init__(self, index: CaptionIndex, n: int, seed: int = 0, num_options: int = 4,
+                 mc_fraction: float = 0.5):
+        if len(index) < num_options:
+            raise ValueError(f"{index.captions_file}: {len(index)} images, need at least "
+                             f"{num_options} for {num_options}-option questions")
+        self.index, self.n, self.seed = index, n, seed
+        self.num_options, self.mc_fraction = num_options, mc_fraction
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _image(self, image_id: int) -> np.ndarray:
+        path = self.index.image_path(image_id)
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB"))[None]
+        except FileNotFoundError as e:
+            raise CocoError(f"{path}: image {image_id} is missing; re-download or rebuild "
+                            "the image folder") from e
+        except OSError as e:
+            raise CocoError(f"{path}: image {image_id} cannot be decoded ({e})") from e
+
+    def __getitem__(self, i: int) -> dict:
+        rng = random.Random(hash((self.seed, self.epoch, i)) & 0xFFFFFFFF)
+        ids = self.index.image_ids
+        image_id = ids[i % len(ids)] if self.n <= len(ids) else rng.choice(ids)
+        caption = rng.choice(self.index.captions[image_id])
+        item = {"frames": self._image(image_id), "sample_id": i, "image_ids": [image_id],
+                "errors": []}
+        if rng.random() >= self.mc_fraction:
+            return {**item, "question_type": "caption",
+                    "prompt": "<image>\n" + CAPTION_PROMPT, "target": caption}
+        others = [j for j in rng.sample(ids, self.num_options + 1) if j != image_id]
+        options = [rng.choice(self.index.captions[j]) for j in others[:self.num_options - 1]]
+        k = rng.randrange(self.num_options)
+        options.insert(k, caption)
+        return {**item, "question_type": "image_mc", "prompt": _mc(MC_QUESTION, options),
+                "target": f"({LETTERS[k]}) {caption}"}
+
+
+class VideoStageDataset(tud.Dataset):
+    """MiniTVBench-style video questions generated in memory (other seeds than the benchmark's),
+    with frames sampled at 2 fps as the evaluator's paper protocol does."""
+
+    def __init__(self, n: int, seed: int = 0, tasks: tuple[str, ...] | None = None,
+                 size: int = 96, fps: int = 8):
+        self.tasks = tasks or tuple(t[0] for t in assets.MINI_TASKS)
+        unknown = [t for t in self.tasks if t not in assets.GENERATORS]
+        if unknown:
+            raise ValueError(f"unknown MiniTVBench task(s) {unknown}; known: "
+                             f"{sorted(assets.GENERATORS)}")
+        self.n, self.seed, self.size, self.fps = n, seed, size, fps
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, i: int) -> dict:
+        task = self.tasks[i % len(self.tasks)]
+        rng = random.Random(VIDEO_SEED_OFFSET + hash((self.seed, self.epoch, i)) % 10**9)
+        slot = rng.randrange(16)
+        frames, question, right, wrong, extra = assets.GENERATORS[task](rng, self.size, self.fps,
+                                                                       slot)
+        step = max(1, round(self.fps / 2))
+        lo, hi = 0, len(frames)
+        if "start" in extra:  # the evaluator shows only the [start, end] window
+            lo, hi = round(extra["start"] * self.fps), min(round(extra["end"] * self.fps), hi)
+        frames = frames[lo:hi:step]
+        options = list(wrong)
+        rng.shuffle(options)
+        k = rng.randrange(len(options) + 1)
+        options.insert(k, right)
+        return {"frames": np.ascontiguousarray(frames), "prompt": _mc(question, options),
+                "target": f"({LETTERS[k]}) {right}", "question_type": task, "sample_id": i,
+                "errors": []}
+
+
+def train_stage(start: Path | str, out: Path | str, dataset: tud.Dataset, steps: int,
+                run_dir: Path | str, lr: float = 1e-3, global_batch: int = 8,
+                seed: int = 0) -> Path:
+    """Train all decoder + connector weights of ``start`` on ``dataset`` and save a complete
+    checkpoint (towers and tokenizer included) to ``out``; a finished ``out`` is reused."""
+    from lib import longvu, train
+
+    out = Path(out)
+    if (out / "config.json").exists() and (out / "model.safetensors").exists():
+        return out
+    cfg = train.TrainConfig(model=str(start), out=str(run_dir), mode="full", max_steps=steps,
+                            lr=lr, global_batch=global_batch, micro_batch=1, seed=seed,
+                            require_4bit=False, activation_checkpointing=False,
+                            save_steps=max(steps, 1), log_every=max(1, steps // 10),
+                            n=len(dataset))
+    _, model = train.run_training(cfg, dataset=dataset)
+    if model is None:
+        raise RuntimeError(f"{run_dir}: training is marked complete but {out} is missing; "
+                           f"delete {run_dir} to retrain")
+    longvu.save(model, out)
+    return out
