@@ -76,3 +76,18 @@ def test_video_stage_samples_follow_eval_sampling():
         assert f"({letter}) {text}" in it["prompt"]
         assert it["frames"].dtype == np.uint8 and it["frames"].shape[1:] == (48, 48, 3)
     assert seen == {t[0] for t in demo_stages.assets.MINI_TASKS}
+
+
+def test_letter_logprobs_sum_both_answer_styles(tmp_path):
+    import math
+
+    from lib.longvu.tiny import write_tiny
+    from lib import longvu
+
+    m = longvu.load(write_tiny(tmp_path / "t", "qwen", "image", "demo", 0))
+    frames = np.random.default_rng(1).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+    p = m.prompt("Question: which?\nOptions:\n(A) x\n(B) y")
+    got = m.letter_logprobs(frames, p, ["A", "B"])
+    for x, g in zip("AB", got):
+        bare, paren = m.sequence_logprob(frames, p, [x, "(" + x])
+        assert g == pytest.approx(math.log(math.exp(bare) + math.exp(paren)), abs=1e-4)

@@ -311,6 +311,25 @@ class LongVU(nn.Module):
         return self._logits(hidden[0, -1])
 
     @torch.no_grad()
+    def letter_logprobs(self, frames, prompt_text, letters: list[str]) -> list[float]:
+        """log p(answer starts with letter X), summed over the two ways answers start: "X..."
+        (LongVU's MVBench style) and "(X) ..." (the paper's training targets). One forward of
+        the prompt followed by "(" gives both next-token distributions."""
+        open_ids = self.tokenizer("(", add_special_tokens=False)["input_ids"]
+        letter_ids = [self.tokenizer(x, add_special_tokens=False)["input_ids"] for x in letters]
+        if len(open_ids) != 1 or any(len(i) != 1 for i in letter_ids):
+            raise ValueError("'(' and each option letter must be single tokens for letter scoring")
+        ids = self._prompt_ids(prompt_text) + open_ids
+        embeds, _ = self.embed_one(ids, self._visual(frames))
+        hidden = self.base_decoder.model(inputs_embeds=embeds[None]).last_hidden_state
+        logp = self._logits(hidden[0, -2:]).log_softmax(-1)  # [before "(", after "("]
+        out = []
+        for (i,) in letter_ids:
+            both = torch.stack([logp[0, i], logp[0, open_ids[0]] + logp[1, i]])
+            out.append(float(torch.logsumexp(both, 0)))
+        return out
+
+    @torch.no_grad()
     def sequence_logprob(self, frames, prompt_text, continuations: list[str]) -> list[float]:
         """Summed log-prob of each continuation after the prompt (visual tokens computed once)."""
         embeds, _ = self.embed_one(self._prompt_ids(prompt_text), self._visual(frames))
