@@ -15,8 +15,9 @@ to option C, counted), ``strict`` (same generation, an unparsable answer is wron
 
 The runner decodes each question's frames once in DataLoader workers, applies every condition
 there, preprocesses on the CPU, and appends one line per (question, condition, scoring) to
-``predictions.jsonl`` (flushed and fsynced per question). A rerun skips finished keys, so a
-killed run resumes to exactly the same metrics. Under torchrun/accelerate (``WORLD_SIZE`` > 1)
+``predictions.jsonl`` (flushed per question, fsynced every 2 s). A rerun skips finished keys,
+so a killed run resumes to exactly the same metrics. The scorers of one question share one
+visual encoding. Under torchrun/accelerate (``WORLD_SIZE`` > 1)
 rank r takes questions r, r+W, ...; rank 0 merges the shard files and scores.
 """
 
@@ -139,6 +140,26 @@ class LongVUModel:
             self._letter_ids.append(ids[0])
         if len(set(self._letter_ids)) != len(self._letter_ids):
             raise ValueError(f"{self.name}: option letters do not map to distinct first tokens")
+        self._memoize_visual_embedding()
+
+    def _memoize_visual_embedding(self) -> None:
+        """Scorers of one question share one tower + connector pass: LongVU's generate,
+        next_token_logits and sequence_logprob each call ``embed_one(ids, visual)`` with the same
+        prompt and visual input, so the last result is kept (one entry; the visual object is
+        held, so identity cannot be reused by another input)."""
+        embed = type(self.model).embed_one
+        model, last = self.model, {}
+
+        def embed_one(input_ids, visual, trace=None):
+            key = tuple(input_ids)
+            if trace is None and last.get("ids") == key and last.get("visual") is visual:
+                return last["out"]
+            out = embed(model, input_ids, visual, trace)
+            if trace is None:
+                last.update(ids=key, visual=visual, out=out)
+            return out
+
+        model.embed_one = embed_one
 
     @classmethod
     def load(cls, path_or_id: str, adapter: str | None = None, device: str = "cpu",
@@ -463,6 +484,7 @@ def run(model: VideoQAModel, bench: Benchmark, out_dir: Path | str, spec: EvalSp
              "prep_s": 0.0, "model_s": 0.0}
     t_start = time.perf_counter()
     path = predictions_path(out, rank, world_size)
+    last_sync = time.perf_counter()
     with _open_append(path) as f, _torch_threads(spec.threads):
         bar = tqdm(_loader(ds, spec.num_workers), total=len(todo), disable=not progress,
                    desc=f"TVBench {model.name}" + (f" rank {rank}" if world_size > 1 else ""))
@@ -484,9 +506,12 @@ def run(model: VideoQAModel, bench: Benchmark, out_dir: Path | str, spec: EvalSp
             stats["decode_s"] += item["decode_s"]
             stats["prep_s"] += item["prep_s"]
             f.write("".join(json.dumps(r) + "\n" for r in lines))
-            f.flush()
-            os.fsync(f.fileno())
+            f.flush()  # in the OS after each question: a killed process loses nothing
+            if time.perf_counter() - last_sync > 2.0:  # on disk every 2 s (power loss)
+                os.fsync(f.fileno())
+                last_sync = time.perf_counter()
             stats["records"] += len(lines)
+        os.fsync(f.fileno())
     stats["wall_s"] = time.perf_counter() - t_start
     return stats
 
@@ -551,6 +576,11 @@ def result_row(label: str, metrics: dict, run_dir: Path | str, model: str, data:
            "chance_macro": round(metrics["chance_macro"], 2), "run_dir": str(run_dir)}
     for t in metrics["tasks"].values():
         row[t["abbr"]] = round(t["acc"], 2)
+        # Per-task 95% CIs (clustered bootstrap) and chance, so notebook 05 plots from the CSV.
+        row[f"{t['abbr']}_lo"] = round(t["ci"][0], 2) if t.get("ci") else ""
+        row[f"{t['abbr']}_hi"] = round(t["ci"][1], 2) if t.get("ci") else ""
+        row[f"{t['abbr']}_chance"] = round(t["chance"], 2)
+        row[f"{t['abbr']}_n"] = t["n"]
     p = metrics.get("parse", {})
     row["parse_fail"] = sum(v for k, v in p.items() if k != "ok")
     return row
