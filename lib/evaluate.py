@@ -10,7 +10,8 @@ Any model works that implements ``VideoQAModel`` (``prompt``, ``preprocessor``, 
 
 Scorings: ``paper`` (LongVU's prompt, greedy 5 tokens, its regex parser whose misses fall back
 to option C, counted), ``strict`` (same generation, an unparsable answer is wrong),
-``letter`` (next-token log-probability restricted to the valid letters) and ``option``
+``letter`` (log-probability that the answer starts with each valid letter, as "X" or "(X",
+restricted to the valid letters) and ``option``
 (summed log-likelihood of each option's text); ``likelihood`` means letter + option.
 
 The runner decodes each question's frames once in DataLoader workers, applies every condition
@@ -183,11 +184,9 @@ class LongVUModel:
         return self.model.generate(prepared, prompt, max_new_tokens=max_new_tokens)
 
     def letter_logprobs(self, prepared, prompt: str, letters: Sequence[str]) -> list[float]:
-        import torch
-
-        logits = self.model.next_token_logits(prepared, prompt)
-        logp = torch.log_softmax(logits.float(), -1)
-        return [float(logp[self._letter_ids[LETTERS.index(ch)]]) for ch in letters]
+        # LongVU's own: p("X...") + p("(X...") so that a model fine-tuned on "(X) text" targets
+        # is not scored as if it had to answer with a bare letter.
+        return self.model.letter_logprobs(prepared, prompt, list(letters))
 
     def option_logprobs(self, prepared, prompt: str, options: Sequence[str]
                         ) -> tuple[list[float], list[int]]:
