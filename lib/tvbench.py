@@ -872,25 +872,7 @@ def paired(a: list[dict] | Path | str, b: list[dict] | Path | str,
 
 
 TABLE_COLUMNS = [t.abbr for t in TVBENCH_TASKS]
-# Inline until lib/paper.py (the shared copy of the paper's tables) is committed.
-_T3 = {  # paper_tables.md Table 3 (as corrected on the authors' project page), micro Avg.
-    ("video-trained", "Llama3.2-3B", "normal"):
-        [31.0, 59.4, 70.2, 33.3, 76.2, 44.4, 59.1, 32.9, 27.0, 75.9, 51.2],
-    ("video-trained", "Llama3.2-3B", "shuffled"):
-        [30.4, 32.4, 54.5, 33.8, 54.6, 28.7, 51.9, 31.7, 25.0, 28.4, 38.8],
-    ("image-trained", "Llama3.2-3B", "normal"):
-        [27.1, 45.3, 60.2, 32.4, 54.6, 36.2, 55.0, 35.4, 30.0, 77.6, 45.6],
-    ("image-trained", "Llama3.2-3B", "shuffled"):
-        [27.6, 33.1, 56.3, 32.9, 51.3, 29.4, 52.5, 36.6, 31.5, 26.3, 38.8],
-    ("video-trained", "Qwen2-7B", "normal"):
-        [33.9, 61.5, 75.3, 36.9, 78.4, 60.0, 65.0, 34.1, 31.5, 78.9, 55.8],
-    ("video-trained", "Qwen2-7B", "shuffled"):
-        [31.7, 37.2, 54.2, 38.2, 58.4, 30.0, 50.0, 28.0, 30.0, 24.1, 39.7],
-    ("image-trained", "Qwen2-7B", "normal"):
-        [31.0, 53.4, 66.8, 37.8, 75.1, 49.4, 58.1, 36.6, 32.5, 66.8, 50.5],
-    ("image-trained", "Qwen2-7B", "shuffled"):
-        [31.1, 33.8, 55.6, 37.3, 51.9, 32.5, 51.2, 36.6, 30.5, 27.6, 40.0],
-}
+from lib.paper import TABLE3 as _T3  # noqa: E402  (one source for the paper's numbers)
 
 
 def paper_table3():

@@ -1,0 +1,518 @@
+"""Notebook 05's logic: join the result tables, pivot them into paper-style tables, plot them.
+
+Inputs are only the CSVs under ``outputs/results/``: ``tvbench.csv`` (one row per evaluated
+model x condition x scorer, written by lib.evaluate.record from notebooks 01 and 04),
+``finetune.csv`` (notebook 03) and ``sweeps.csv`` (lib.pipeline.run_sweep: sweep, profile, row,
+run_name, params JSON). Evaluation rows are tied to sweep rows by the run name inside their
+``run_dir`` (``outputs/<notebook>/<RUN_NAME>/eval/...``).
+
+Sweep rows may carry two metadata keys that no notebook declares: ``paper_row`` (the paper's
+row this one reproduces or scales, a key of lib.paper; Table 3/4 keys joined by " | ") and
+``series`` (the curve a row belongs to in an ablation plot).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lib import paper
+
+TABLES = ("tvbench", "finetune", "sweeps")
+SCORING_PREFERENCE = ("paper", "strict", "letter", "option")
+AXES = {"paper-table6": "F", "paper-table7": "S", "paper-table8": "N", "demo-seeds": "SEED"}
+META_KEYS = ("paper_row", "series")
+LLMS = {"qwen": "Qwen2-7B", "llama": "Llama3.2-3B"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and joining
+
+
+def load_tables(read: Callable[[str], pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Each result table (empty when missing) and a note per missing one.
+
+    ``read`` is lib.runs.read_results (tests pass a fake)."""
+    tables, notes = {}, []
+    for t in TABLES:
+        df = read(t)
+        tables[t] = df
+        if df.empty:
+            notes.append(f"outputs/results/{t}.csv is missing or empty: " + {
+                "tvbench": "run notebook 01 or 04 (or a sweep preset) first",
+                "finetune": "run notebook 03 first",
+                "sweeps": "run a sweep, e.g. python -m lib.pipeline --preset paper-table6 "
+                          "--profile demo"}[t])
+    return tables, notes
+
+
+def run_name_of(run_dir: str, label: str = "") -> str:
+    """The RUN_NAME in ``.../<NN_notebook>/<RUN_NAME>/eval/...``; else label ``NN/<RUN>/model``."""
+    parts = Path(str(run_dir)).parts
+    for i, p in enumerate(parts[:-1]):
+        if re.fullmatch(r"\d\d_[A-Za-z0-9_]+", p):
+            return parts[i + 1]
+    bits = str(label).split("/", 2)
+    if len(bits) == 3:
+        return bits[1]
+    raise ValueError(f"tvbench.csv row: cannot find the run name in run_dir {run_dir!r} or label "
+                     f"{label!r}; expected outputs/<NN_notebook>/<RUN_NAME>/...")
+
+
+def evaluations(tv: pd.DataFrame) -> pd.DataFrame:
+    """tvbench.csv with parsed columns: notebook, run_name, model_label, llm, cond, seed."""
+    if tv.empty:
+        return tv
+    need = {"label", "group", "run_dir", "micro"} - set(tv.columns)
+    if need:
+        raise KeyError(f"outputs/results/tvbench.csv lacks column(s) {sorted(need)}; rerun "
+                       "notebooks 01/04 so lib.evaluate.result_row writes them")
+    df = tv.copy()
+    df["run_name"] = [run_name_of(d, lab) for d, lab in zip(df["run_dir"], df["label"])]
+    df["notebook"] = df["label"].astype(str).str.split("/").str[0]
+    df["model_label"] = df["label"].astype(str).str.split("/", n=2).str[2].fillna(df["label"])
+    cond_part, _, _ = zip(*(str(g).partition("/") for g in df["group"]))
+    df["cond"] = [c.split("@")[0] for c in cond_part]
+    df["seed"] = [int(c.split("@")[1]) if "@" in c else np.nan for c in cond_part]
+    df["scoring"] = [str(g).partition("/")[2] for g in df["group"]]
+    df["llm"] = [infer_llm(m) for m in df.get("model", df["label"]).astype(str)]
+    for c in ["micro", "micro_lo", "micro_hi", "macro", "chance_micro"] + task_columns(df):
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    return df
+
+
+def infer_llm(model: str) -> str:
+    m = model.lower()
+    return next((name for key, name in LLMS.items() if key in m), "?")
+
+
+def task_columns(df: pd.DataFrame) -> list[str]:
+    """Task abbreviations present (a column X with an X_chance twin), in the paper's order."""
+    present = [c for c in df.columns if f"{c}_chance" in df.columns]
+    order = {t: i for i, t in enumerate(paper.TASKS)}
+    return sorted(present, key=lambda t: (order.get(t, 99), t))
+
+
+def best_scoring(ev: pd.DataFrame, preferred: str | None = None) -> pd.DataFrame:
+    """Per (run, model), only the rows of its best scorer: ``preferred`` when it was run, else
+    the first of paper, strict, letter, option (sweeps may run fewer scorers than notebook 04)."""
+    if ev.empty:
+        return ev
+    order = ([preferred] if preferred else []) + [s for s in SCORING_PREFERENCE if s != preferred]
+    rank = ev["scoring"].map({s: i for i, s in enumerate(order)}).fillna(len(order))
+    best = rank.groupby([ev["run_name"], ev["model_label"]]).transform("min")
+    return ev[rank == best]
+
+
+def normal_rows(ev: pd.DataFrame, preferred: str | None = None) -> pd.DataFrame:
+    """The latest normal-order row per (run, model) under its best scorer (``best_scoring``),
+    plus the mean micro accuracy over its shuffled-frame seeds."""
+    if ev.empty:
+        return pd.DataFrame()
+    sel = best_scoring(ev, preferred)
+    normal = sel[sel["cond"] == "normal"].drop_duplicates(["run_name", "model_label"], keep="last")
+    shuf = (sel[sel["cond"] == "shuffled"].groupby(["run_name", "model_label"])["micro"]
+            .agg(shuffled_micro="mean", shuffled_seeds="count").reset_index())
+    return normal.merge(shuf, on=["run_name", "model_label"], how="left").reset_index(drop=True)
+
+
+def sweep_results(sweeps: pd.DataFrame, ev: pd.DataFrame, preferred: str | None = None,
+                  finetune: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per (sweep row, evaluated model): the row's params as columns, accuracies, CIs,
+    the shuffled mean and, for trained rows, notebook 03's losses. ``is_base`` marks notebook
+    04's base-model rows (the start checkpoint, not the row's adapter)."""
+    if sweeps.empty or ev.empty:
+        return pd.DataFrame()
+    need = {"sweep", "profile", "row", "run_name", "params"} - set(sweeps.columns)
+    if need:
+        raise KeyError(f"outputs/results/sweeps.csv lacks column(s) {sorted(need)}; it is "
+                       "written by lib.pipeline.run_sweep")
+    params = pd.DataFrame([json.loads(p) if isinstance(p, str) and p else {}
+                           for p in sweeps["params"]], index=sweeps.index)
+    sw = pd.concat([sweeps[["sweep", "profile", "row", "run_name"]], params], axis=1)
+    out = sw.merge(normal_rows(ev, preferred), on="run_name", how="inner")
+    out["is_base"] = out["model_label"].astype(str).str.startswith("base")
+    if finetune is not None and not finetune.empty and "run" in finetune.columns:
+        keep = [c for c in ("run", "last_loss", "heldout_base", "heldout_tuned", "steps")
+                if c in finetune.columns]
+        ft = finetune[keep].drop_duplicates("run", keep="last").rename(
+            columns={"run": "run_name", "steps": "trained_steps"})
+        out = out.merge(ft, on="run_name", how="left")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def accuracy_table(rows: pd.DataFrame, tasks: Sequence[str], index: str | list[str],
+                   ci: bool = False) -> pd.DataFrame:
+    """Paper layout: the tasks then Avg (micro), one line per row; ``ci`` adds '[lo, hi]'."""
+    out = {}
+    for _, r in rows.iterrows():
+        key = tuple(r[i] for i in index) if isinstance(index, list) else r[index]
+        line = {}
+        for t in list(tasks) + ["Avg"]:
+            c = "micro" if t == "Avg" else t
+            v = r.get(c)
+            if ci and pd.notna(r.get(f"{c}_lo")) and pd.notna(v):
+                line[t] = f"{v:.1f} [{r[f'{c}_lo']:.0f}, {r[f'{c}_hi']:.0f}]"
+            else:
+                line[t] = v
+        out[key] = line
+    df = pd.DataFrame.from_dict(out, orient="index")
+    if isinstance(index, list) and len(df):
+        df.index = pd.MultiIndex.from_tuples(df.index, names=index)
+    else:
+        df.index.name = index if isinstance(index, str) else None
+    return df
+
+
+def chance_row(rows: pd.DataFrame, tasks: Sequence[str]) -> dict[str, float]:
+    """Chance accuracy per task and micro, from the first row that has it."""
+    r = rows.iloc[0]
+    return {**{t: float(r[f"{t}_chance"]) for t in tasks},
+            "Avg": float(r["chance_micro"]) if "chance_micro" in r else np.nan}
+
+
+def paper_frame(table: str) -> pd.DataFrame:
+    """A lib.paper table as a DataFrame (columns: tasks + Avg; None -> NaN)."""
+    data = paper.TABLES[str(table)]
+    names = paper.INDEX_NAMES[str(table)]
+    idx = (pd.MultiIndex.from_tuples(list(data), names=names) if len(names) > 1
+           else pd.Index(list(data), name=names[0]))
+    return pd.DataFrame([[np.nan if v is None else v for v in vals] for vals in data.values()],
+                        index=idx, columns=paper.COLUMNS, dtype=float)
+
+
+def paper_key(table: str, paper_row: str) -> tuple | str:
+    """A sweep row's ``paper_row`` string as a key of lib.paper.TABLES[table]."""
+    key = tuple(s.strip() for s in paper_row.split(" | ")) if " | " in paper_row else paper_row
+    if key not in paper.TABLES[str(table)]:
+        raise KeyError(f"paper_row {paper_row!r} is not a row of the paper's Table {table} "
+                       f"(lib/paper.py); known: {list(paper.TABLES[str(table)])}")
+    return key
+
+
+def table_number(sweep: str) -> str | None:
+    m = re.fullmatch(r"paper-table(\d)", str(sweep))
+    return m.group(1) if m else None
+
+
+def beside_paper(ours: pd.DataFrame, table: str) -> pd.DataFrame:
+    """Ours and the paper's numbers interleaved: index (paper row, source), columns tasks + Avg.
+
+    ``ours`` is indexed by ``paper_row`` strings; its columns may be a subset of the paper's
+    (MiniTVBench has six tasks), the rest stay empty."""
+    ref = paper_frame(table)
+    lines = {}
+    for pr, r in ours.iterrows():
+        key = paper_key(table, pr)
+        name = " | ".join(key) if isinstance(key, tuple) else key
+        lines[(name, "paper")] = ref.loc[key].to_dict()
+        lines[(name, "ours")] = {c: r.get(c, np.nan) for c in paper.COLUMNS}
+    df = pd.DataFrame.from_dict(lines, orient="index", columns=paper.COLUMNS)
+    if len(df):
+        df.index = pd.MultiIndex.from_tuples(df.index, names=["paper row", "source"])
+    return df
+
+
+def ours_for_paper(res: pd.DataFrame, table: str) -> pd.DataFrame:
+    """Sweep results (tuned models) of one of Tables 4-8, indexed by their ``paper_row``; for
+    Table 4 the base of a "videos + pseudo-videos" row also fills the "videos" row. (Table 3's
+    rows come from notebook 01: ``table3_ours``.)"""
+    if res.empty or "paper_row" not in res.columns:
+        return pd.DataFrame()
+    out = {}
+    for _, r in res[res["paper_row"].notna()].iterrows():
+        pr = str(r["paper_row"])
+        if r["is_base"]:
+            if table == "4" and pr.startswith("videos + pseudo-videos"):
+                pr = pr.replace("videos + pseudo-videos", "videos", 1)
+            else:
+                continue
+        out[pr] = {**{c: r.get(c) for c in paper.TASKS}, "Avg": r["micro"]}
+    valid = {k: v for k, v in out.items() if _is_key(table, k)}
+    return pd.DataFrame.from_dict(valid, orient="index")
+
+
+def _is_key(table: str, pr: str) -> bool:
+    try:
+        paper_key(table, pr)
+        return True
+    except KeyError:
+        return False
+
+
+def table3_ours(ev: pd.DataFrame, preferred: str | None = None) -> pd.DataFrame:
+    """Notebook 01's rows (image-/video-trained) shaped like the paper's Table 3 rows, indexed
+    "training | LLM | condition" (the latest run per key)."""
+    rows = normal_rows(ev[ev["notebook"] == "01"], preferred) if not ev.empty else ev
+    out = {}
+    for _, r in rows.iterrows():
+        if r["model_label"] not in ("image-trained", "video-trained") or r["llm"] == "?":
+            continue
+        out[f"{r['model_label']} | {r['llm']} | normal"] = {
+            **{c: r.get(c) for c in paper.TASKS}, "Avg": r["micro"]}
+        if pd.notna(r.get("shuffled_micro")):
+            out[f"{r['model_label']} | {r['llm']} | shuffled"] = {"Avg": r["shuffled_micro"]}
+    return pd.DataFrame.from_dict(out, orient="index")
+
+
+def _fmt(v: Any, floatfmt: str) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    return format(v, floatfmt) if isinstance(v, (float, np.floating)) else str(v)
+
+
+def to_markdown(df: pd.DataFrame, floatfmt: str = ".1f") -> str:
+    """A GitHub markdown table (index as the first columns); empty cells for NaN."""
+    idx_names = [n or "" for n in df.index.names]
+    head = idx_names + [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for key, r in df.iterrows():
+        keys = list(key) if isinstance(key, tuple) else [key]
+        lines.append("| " + " | ".join([str(k) for k in keys] +
+                                        [_fmt(v, floatfmt) for v in r]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#",
+        "$": r"\$", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
+
+
+def _tex(s: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in s)
+
+
+def to_latex(df: pd.DataFrame, caption: str = "", floatfmt: str = ".1f") -> str:
+    """A booktabs table (no pandas/jinja styling), NaN as '--'."""
+    n_idx = df.index.nlevels
+    cols = "l" * n_idx + "r" * len(df.columns)
+    head = [_tex(str(n or "")) for n in df.index.names] + [_tex(str(c)) for c in df.columns]
+    out = [r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{{cols}}}",
+           r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
+    for key, r in df.iterrows():
+        keys = list(key) if isinstance(key, tuple) else [key]
+        cells = [_tex(str(k)) for k in keys] + [_tex(_fmt(v, floatfmt)) or "--" for v in r]
+        out.append(" & ".join(cells) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        out.append(rf"\caption{{{_tex(caption)}}}")
+    out.append(r"\end{table}")
+    return "\n".join(out) + "\n"
+
+
+def write_table(df: pd.DataFrame, out_dir: Path | str, slug: str, caption: str = "") -> list[Path]:
+    """``<out_dir>/<slug>.md`` and ``.tex``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md, tex = out / f"{slug}.md", out / f"{slug}.tex"
+    md.write_text((f"{caption}\n\n" if caption else "") + to_markdown(df))
+    tex.write_text(to_latex(df, caption))
+    return [md, tex]
+
+
+# ---------------------------------------------------------------------------------------------
+# Ablation axes
+
+
+def param_columns(res: pd.DataFrame) -> list[str]:
+    """The notebook parameters among ``sweep_results`` columns (UPPER_CASE, not a task
+    accuracy or its _lo/_hi/_chance/_n)."""
+    tasks = set(task_columns(res))
+    return [c for c in res.columns if c.isupper() and c not in tasks
+            and not re.search(r"_(lo|hi|chance|n)$", c)]
+
+
+def ablation_axis(sweep: str, rows: pd.DataFrame) -> str | None:
+    """The swept parameter: AXES for the paper's tables, else the first of F, S, N, SEED that
+    takes more than one value."""
+    if sweep in AXES and AXES[sweep] in rows.columns:
+        return AXES[sweep]
+    for p in ("F", "S", "N", "SEED"):
+        if p in rows.columns and rows[p].nunique(dropna=True) > 1:
+            return p
+    return None
+
+
+def series_label(r: pd.Series, axis: str, columns: Sequence[str]) -> str:
+    """A row's curve: its ``series`` key, else its other parameters (not the axis or STEPS)."""
+    if "series" in r and pd.notna(r["series"]):
+        return str(r["series"])
+    parts = [f"{c}={r[c]}" for c in columns
+             if c not in (axis, "STEPS", *META_KEYS) and pd.notna(r.get(c))]
+    return ", ".join(parts) or "all"
+
+
+def ablation_frame(res: pd.DataFrame, sweep: str, profile: str) -> tuple[pd.DataFrame, str | None]:
+    """The tuned-model rows of one sweep/profile with ``x`` (axis value) and ``series``."""
+    sel = res[(res["sweep"] == sweep) & (res["profile"] == profile) & ~res["is_base"]].copy()
+    param_cols = [c for c in param_columns(sel) if sel[c].notna().any()]
+    axis = ablation_axis(sweep, sel[param_cols]) if len(sel) else None
+    if axis is None:
+        return sel.iloc[0:0], None
+    sel = sel[sel[axis].notna()]
+    sel["x"] = pd.to_numeric(sel[axis], errors="coerce")
+    sel["series"] = [series_label(r, axis, param_cols) for _, r in sel.iterrows()]
+    return sel.sort_values(["series", "x"]).reset_index(drop=True), axis
+
+
+def seed_summary(res: pd.DataFrame, sweep: str = "demo-seeds") -> pd.DataFrame:
+    """Per profile and model: the seeds' micro accuracies, their mean and sd."""
+    sel = res[res["sweep"] == sweep] if not res.empty else res
+    if sel.empty or "SEED" not in sel.columns:
+        return pd.DataFrame()
+    rows = []
+    for (prof, model), g in sel.assign(model=np.where(sel["is_base"], "base", "adapter")).groupby(
+            ["profile", "model"], sort=True):
+        line = {"profile": prof, "model": model}
+        line.update({f"seed {int(s)}": v for s, v in zip(g["SEED"], g["micro"])})
+        line["mean"] = g["micro"].mean()
+        line["sd"] = g["micro"].std(ddof=1) if len(g) > 1 else 0.0
+        rows.append(line)
+    return pd.DataFrame(rows).set_index(["profile", "model"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+def plot_per_task(rows: pd.DataFrame, tasks: Sequence[str], names: Sequence[str], title: str = ""):
+    """Grouped bars: per-task and micro accuracy with 95% CIs, chance as black ticks."""
+    import matplotlib.pyplot as plt
+
+    cols = list(tasks) + ["micro"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.0 * len(cols) + 0.3 * len(rows)), 3.6))
+    width = 0.8 / max(1, len(rows))
+    x = np.arange(len(cols))
+    for i, ((_, r), name) in enumerate(zip(rows.iterrows(), names)):
+        acc = np.array([r.get(c, np.nan) for c in cols], dtype=float)
+        lo = np.array([r.get(f"{c}_lo", np.nan) for c in cols], dtype=float)
+        hi = np.array([r.get(f"{c}_hi", np.nan) for c in cols], dtype=float)
+        err = np.vstack([np.clip(acc - lo, 0, None), np.clip(hi - acc, 0, None)])
+        err = np.nan_to_num(err)
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, acc, width, yerr=err, capsize=2,
+               label=name)
+    ch = chance_row(rows, tasks)
+    chance = [ch[t] for t in tasks] + [ch["Avg"]]
+    ax.scatter(x, chance, marker="_", s=600, color="black", zorder=5, label="chance")
+    ax.set_xticks(x, list(tasks) + ["Avg"])
+    ax.set(ylabel="accuracy (%)", ylim=(0, 100), title=title)
+    ax.legend(fontsize=7, ncol=2, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_normal_vs_shuffled(rows: pd.DataFrame, names: Sequence[str], title: str = ""):
+    """Micro accuracy under normal order (with CI) and shuffled frames (mean over seeds)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(rows) + 1.4))
+    y = np.arange(len(rows))
+    normal = rows["micro"].to_numpy(dtype=float)
+    err = np.nan_to_num(np.vstack([normal - rows["micro_lo"].astype(float),
+                                   rows["micro_hi"].astype(float) - normal]))
+    shuf = rows["shuffled_micro"].to_numpy(dtype=float)
+    ax.hlines(y, np.fmin(normal, shuf), np.fmax(normal, shuf), color="0.7", zorder=1)
+    ax.errorbar(normal, y, xerr=np.clip(err, 0, None), fmt="o", capsize=3, color="C0",
+                label="normal order")
+    ax.scatter(shuf, y, marker="s", color="C3", label="shuffled frames (mean over seeds)",
+               zorder=3)
+    ax.axvline(float(rows["chance_micro"].iloc[0]), color="black", ls=":", label="chance")
+    ax.set_yticks(y, list(names))
+    ax.invert_yaxis()
+    ax.set(xlabel="micro accuracy (%)", title=title, xlim=(0, 100))
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_ablation(abl: pd.DataFrame, axis: str, tasks: Sequence[str], title: str = "",
+                  paper_curve: pd.DataFrame | None = None):
+    """Accuracy against the swept parameter: one panel per task plus the average (with CI
+    band), one line per series; the paper's average beside it when given (x, series, Avg)."""
+    import matplotlib.pyplot as plt
+
+    panels = ["Avg"] + list(tasks) + (["paper Avg"] if paper_curve is not None else [])
+    ncol = min(4, len(panels))
+    nrow = int(np.ceil(len(panels) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.0 * ncol, 2.5 * nrow), squeeze=False)
+    log = axis == "N" and abl["x"].max() / max(abl["x"].min(), 1) >= 20
+    for ax, panel in zip(axes.flat, panels):
+        if panel == "paper Avg":
+            for s, g in paper_curve.groupby("series", sort=False):
+                ax.plot(g["x"], g["Avg"], marker="o", label=s)
+            ax.set(title="paper (Llama3.2-3B, TVBench)", xlabel=axis, ylabel="Avg (%)")
+            ax.set_xscale("log" if axis == "N" else "linear")
+            ax.legend(fontsize=6)
+            continue
+        col = "micro" if panel == "Avg" else panel
+        for s, g in abl.groupby("series", sort=False):
+            ax.plot(g["x"], g[col], marker="o", label=s)
+            if panel == "Avg" and g["micro_lo"].notna().any():
+                ax.fill_between(g["x"], g["micro_lo"].astype(float), g["micro_hi"].astype(float),
+                                alpha=0.15)
+        ch = abl["chance_micro" if panel == "Avg" else f"{panel}_chance"].iloc[0]
+        ax.axhline(float(ch), color="black", ls=":", lw=1)
+        ax.set(title=panel, xlabel=axis, ylabel="accuracy (%)")
+        if log:
+            ax.set_xscale("log")
+        if panel == "Avg":
+            ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def paper_curve(table: str, axis: str) -> pd.DataFrame:
+    """The paper's rows of an ablation table as (x, series, Avg), parsed from row names such as
+    "R1, F=10", "S=2, F=5" or "N=10,000; 312 steps"; mixes ("... + ...") are left out."""
+    ref = paper_frame(table)
+    rows = []
+    for name, r in ref.iterrows():
+        parts = re.split(r",\s+|;\s*", str(name))
+        hit = [p for p in parts if p.startswith(f"{axis}=")]
+        if "+" in str(name) or not hit or np.isnan(r["Avg"]):
+            continue
+        rest = [p for p in parts if p not in hit and not p.endswith("steps")]
+        rows.append({"x": float(hit[0].split("=")[1].replace(",", "")),
+                     "series": ", ".join(rest) or "R1", "Avg": r["Avg"]})
+    return pd.DataFrame(rows).sort_values(["series", "x"]) if rows else pd.DataFrame()
+
+
+def plot_vs_paper(beside: pd.DataFrame, title: str = ""):
+    """Ours against the paper, one point per (row, task) that both have; y = x dashed."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    rows = beside.index.get_level_values(0).unique()
+    for name in rows:
+        p, o = beside.loc[(name, "paper")], beside.loc[(name, "ours")]
+        both = p.notna() & o.notna()
+        ax.scatter(p[both].astype(float), o[both].astype(float), label=name, s=18)
+    ax.plot([0, 100], [0, 100], ls="--", color="0.5", lw=1)
+    ax.set(xlim=(0, 100), ylim=(0, 100), xlabel="paper (%)", ylabel="ours (%)", title=title)
+    ax.legend(fontsize=6, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def slug(*parts: str) -> str:
+    """A file-name-safe slug of the parts, e.g. ('paper-table6', 'demo') -> paper_table6_demo."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", "_".join(map(str, parts))).strip("_")
+
+
+def display_names(rows: pd.DataFrame) -> list[str]:
+    """'<run> / <model>' labels for figure legends; a run's own adapter is 'adapter'."""
+    return [f"{r['run_name']} / "
+            f"{'adapter' if r['model_label'] == '03:' + r['run_name'] else r['model_label']}"
+            for _, r in rows.iterrows()]

@@ -1,0 +1,174 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Ablations and paper tables: every result so far, beside the paper's
+#
+# Reads only the cross-run result tables in `outputs/results/` (`tvbench.csv` from notebooks
+# 01 and 04, `finetune.csv` from 03, `sweeps.csv` from the sweep presets
+# `python -m lib.pipeline --preset paper-table6 --profile demo` and friends) and turns them into
+# the paper's tables and figures: per-task accuracy against chance with 95% CIs, normal order
+# against shuffled frames (the temporal-sensitivity control), ablation curves over F, S and N,
+# and our numbers beside the paper's reported ones (lib/paper.py). Nothing is recomputed:
+# re-run any time more rows land. Tables are written as markdown and LaTeX into this run's
+# `tables/` folder.
+
+# %%
+import pandas as pd
+from IPython.display import Markdown, display
+
+import lib.ablations as abl
+import lib.plots
+import lib.runs
+
+lib.plots.set_style()
+
+# %% tags=["parameters"]
+RUN_NAME = "dev"  # run dir: outputs/05_ablations/<RUN_NAME>/ (tables/ inside)
+SEED = 0  # unused (nothing is sampled); kept for the workbook's standard parameters
+PROFILE = "demo"  # unused: every profile's rows are reported, labelled by profile
+SCORING = None  # scorer to report per run if it was run; else paper > strict > letter > option
+MAX_MODELS = 6  # per-task figure: the latest (run, model) pairs under normal order
+
+# %%
+run = lib.runs.start("05_ablations", RUN_NAME, lib.runs.notebook_params(globals()))
+tables_dir = run.path("tables")
+tables, notes = abl.load_tables(lib.runs.read_results)
+for note in notes:
+    print("note:", note)
+ev = abl.evaluations(tables["tvbench"])
+tasks = abl.task_columns(ev)
+written: list[str] = []
+print(f"{len(ev)} evaluation rows, tasks {tasks}; "
+      f"{len(tables['sweeps'])} sweep rows, {len(tables['finetune'])} fine-tuning runs")
+
+# %% [markdown]
+# ## 1. Per-task accuracy against chance
+# The latest `MAX_MODELS` evaluated (run, model) pairs under normal frame order, each under its
+# best scorer (`SCORING` if it was run, else paper > strict > letter > option; the `scoring`
+# column says which); error bars are 95% bootstrap CIs clustered by video, black ticks are
+# chance (options per question).
+
+# %%
+latest = abl.normal_rows(ev, SCORING).tail(MAX_MODELS)
+if latest.empty:
+    print("No evaluations yet: run notebook 01 or 04 first.")
+else:
+    fig = abl.plot_per_task(latest, tasks, abl.display_names(latest),
+                            "TVBench per task, normal order")
+    lib.plots.save_figure(fig, "05_per_task")
+    per_task = abl.accuracy_table(latest, tasks, ["run_name", "model_label", "scoring"], ci=True)
+    written += abl.write_table(per_task, tables_dir, "per_task",
+                               "Accuracy (%) per task, 95% CI, normal order")
+    display(per_task)
+
+# %% [markdown]
+# ## 2. Normal order against shuffled frames
+# A model that uses temporal order loses accuracy when frames are shuffled; one that does not
+# stays put. Shuffled = mean over the shuffle seeds evaluated.
+
+# %%
+both = abl.normal_rows(ev, SCORING)
+both = both.dropna(subset=["shuffled_micro"]) if not both.empty else both
+if both.empty:
+    print("No run was evaluated under both normal and shuffled frames.")
+else:
+    fig = abl.plot_normal_vs_shuffled(both, abl.display_names(both),
+                                      "Normal vs shuffled frames")
+    lib.plots.save_figure(fig, "05_normal_vs_shuffled")
+    shuffle_table = both.set_index(["run_name", "model_label", "scoring"])[
+        ["micro", "micro_lo", "micro_hi", "shuffled_micro", "shuffled_seeds"]].assign(
+        drop=lambda d: d["micro"] - d["shuffled_micro"])
+    written += abl.write_table(shuffle_table, tables_dir, "normal_vs_shuffled",
+                               "Micro accuracy (%), normal vs shuffled")
+    display(shuffle_table)
+
+# %% [markdown]
+# ## 3. Table 3: image-trained vs video-trained, ours beside the paper's
+# Notebook 01's rows (and the `paper-table3` sweep's). The demo and smoke profiles evaluate
+# tiny models on MiniTVBench (six tasks), so only the shape of the comparison carries over.
+
+# %%
+t3 = abl.table3_ours(ev, SCORING)
+if t3.empty:
+    print("No notebook-01 evaluations yet: run notebook 01 (or the paper-table3 preset).")
+else:
+    t3_beside = abl.beside_paper(t3, "3")
+    written += abl.write_table(t3_beside, tables_dir, "table3_vs_paper",
+                               "Table 3, ours beside the paper's")
+    display(t3_beside)
+    fig = abl.plot_vs_paper(t3_beside, "Table 3: ours vs paper")
+    lib.plots.save_figure(fig, "05_table3_vs_paper")
+
+# %% [markdown]
+# ## 4. Sweeps: the paper's Tables 4-8 and the seed study
+# One table per sweep and profile (the adapters; notebook 04's base rows are the start
+# checkpoint), ablation curves over the swept parameter per task and on average, and each row
+# beside the paper row it reproduces or scales (`paper_row` in the preset).
+
+# %%
+res = abl.sweep_results(tables["sweeps"], ev, SCORING, tables["finetune"])
+if res.empty:
+    print("No sweep rows with evaluations yet: run e.g. "
+          "`python -m lib.pipeline --preset paper-table6 --profile demo`.")
+    groups = []
+else:
+    groups = list(res.groupby(["sweep", "profile"], sort=True).groups)
+for sweep, profile in groups:
+    name = abl.slug(sweep, profile)
+    sel = res[(res["sweep"] == sweep) & (res["profile"] == profile)]
+    display(Markdown(f"### {sweep} ({profile})"))
+    table = abl.accuracy_table(sel, tasks, ["row", "model_label", "scoring"], ci=True)
+    written += abl.write_table(table, tables_dir, name, f"{sweep} ({profile})")
+    display(table)
+    curve, axis = abl.ablation_frame(res, sweep, profile)
+    number = abl.table_number(sweep)
+    if axis is not None and curve["x"].nunique() > 1:
+        ref = abl.paper_curve(number, axis) if number in ("6", "7", "8") else None
+        fig = abl.plot_ablation(curve, axis, tasks, f"{sweep} ({profile}): accuracy vs {axis}",
+                                ref if ref is not None and len(ref) else None)
+        lib.plots.save_figure(fig, f"05_ablation_{name}")
+    ours = abl.ours_for_paper(sel, number) if number else pd.DataFrame()
+    if not ours.empty:
+        beside = abl.beside_paper(ours, number)
+        written += abl.write_table(beside, tables_dir, f"{name}_vs_paper",
+                                   f"{sweep} ({profile}) beside the paper's Table "
+                                   f"{number}")
+        display(beside)
+        fig = abl.plot_vs_paper(beside, f"Table {number} ({profile}): ours vs paper")
+        lib.plots.save_figure(fig, f"05_vs_paper_{name}")
+
+# %% [markdown]
+# ## 5. Seeds
+# The `demo-seeds` preset repeats the embedded study for three seeds; the spread is the noise
+# floor any ablation difference above must clear.
+
+# %%
+seeds = abl.seed_summary(res) if not res.empty else pd.DataFrame()
+if seeds.empty:
+    print("No demo-seeds rows yet: python -m lib.pipeline --preset demo-seeds --profile demo")
+else:
+    written += abl.write_table(seeds, tables_dir, "seeds", "Micro accuracy (%) per seed")
+    display(seeds)
+
+# %% [markdown]
+# ## Record results
+
+# %%
+lib.runs.save_metrics(run, {
+    "scoring": SCORING, "evaluation_rows": len(ev), "sweep_rows": len(tables["sweeps"]),
+    "missing_tables": notes, "tables": sorted(str(p) for p in written),
+    "sweeps": [f"{s}/{p}" for s, p in groups],
+})
