@@ -152,3 +152,55 @@ def train_stage(start: Path | str, out: Path | str, dataset: tud.Dataset, steps:
                            f"delete {run_dir} to retrain")
     longvu.save(model, out)
     return out
+
+
+# Steps x batch of each stage per profile; the demo numbers are tuned so that `make demo` fits
+# its 10-minute budget on 2 CPU cores (docs/benchmarks.md).
+STAGE_STEPS = {
+    "smoke": {"image": (2, 2), "video": (2, 2)},
+    "demo": {"image": (150, 8), "video": (60, 8)},
+}
+STAGE_LR = {"image": 2e-3, "video": 1e-3}
+
+
+def checkpoint(profile: str, backbone: str = "qwen", stage: str = "image", seed: int = 0) -> Path:
+    """The demo's tiny ``stage``-trained checkpoint for a profile, trained on first use.
+
+    image: a tiny random LongVU (demo geometry) after the image stage on shapes-COCO;
+    video: that model after the video stage on MiniTVBench-style videos.
+    """
+    from lib import paths
+    from lib.longvu.tiny import write_tiny
+
+    if profile not in STAGE_STEPS:
+        raise ValueError(f"no demo checkpoints for profile {profile!r}; the full profile uses "
+                         "the official LongVU checkpoints")
+    if stage not in ("image", "video"):
+        raise ValueError(f"stage must be 'image' or 'video', got {stage!r}")
+    root = paths.data_dir() / "models" / profile
+    out = root / f"{backbone}_{stage}_trained_s{seed}"
+    if (out / "config.json").exists() and (out / "model.safetensors").exists():
+        return out
+    steps, batch = STAGE_STEPS[profile][stage]
+    if stage == "image":
+        start = root / f"{backbone}_random_s{seed}"
+        if not (start / "config.json").exists():
+            write_tiny(start, backbone, "image", "demo", seed)
+        index = CaptionIndex.from_root(paths.coco_dir(profile), "train")
+        data: tud.Dataset = ImageStageDataset(index, steps * batch, seed=seed)
+    else:
+        start = checkpoint(profile, backbone, "image", seed)
+        data = VideoStageDataset(steps * batch, seed=seed)
+    return train_stage(start, out, data, steps, root / f"{out.name}_run", lr=STAGE_LR[stage],
+                       global_batch=batch, seed=seed)
+
+
+def stage_summary(ckpt: Path | str) -> dict:
+    """Where a stage checkpoint is and how its training went (from its run's metrics.json)."""
+    import json
+
+    ckpt = Path(ckpt)
+    f = ckpt.parent / f"{ckpt.name}_run" / "metrics.json"
+    m = json.loads(f.read_text()) if f.exists() else {}
+    return {"checkpoint": str(ckpt), "steps": m.get("steps"), "first_loss": m.get("first_loss"),
+            "last_loss": m.get("last_loss"), "train_seconds": m.get("train_wall_s_this_session")}

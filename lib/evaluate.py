@@ -708,20 +708,15 @@ class ModelSpec:
 
 def default_checkpoint(profile: str, backbone: str, stage: str, seed: int = 0) -> str:
     """full: the official checkpoint (local copy under the checkpoints dir, else the hub id);
-    demo/smoke: a tiny random LongVU of that stage (small towers) in ``<data>/models``, written
-    once (the same file notebook 03 starts from for the image stage)."""
-    from lib import paths
+    demo/smoke: the tiny image- or video-stage-trained LongVU of ``lib.demo_stages`` (built by
+    notebook 00, trained on first use otherwise); notebook 03 starts from the same file."""
+    from lib import demo_stages, paths
 
     if profile == "full":
         repo = OFFICIAL[(backbone, stage)]
         local = paths.checkpoints_dir() / repo.split("/")[1]
         return str(local) if local.is_dir() else repo
-    tiny = paths.data_dir() / "models" / f"tiny_{backbone}_{stage}_small_s{seed}"
-    if not (tiny / "config.json").is_file():
-        from lib.longvu.tiny import write_tiny
-
-        write_tiny(tiny, backbone, stage, "small", seed)
-    return str(tiny)
+    return str(demo_stages.checkpoint(profile, backbone, stage, seed))
 
 
 def resolve_adapter(entry: str, base: str) -> ModelSpec:

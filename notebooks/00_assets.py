@@ -28,6 +28,7 @@ from PIL import Image
 
 import lib.assets
 import lib.coco
+import lib.demo_stages
 import lib.inventory
 import lib.paths
 import lib.runs
@@ -38,6 +39,7 @@ RUN_NAME = "dev"  # run dir: outputs/00_assets/<RUN_NAME>/
 SEED = 0  # seed of the generated assets
 PROFILE = "demo"  # demo | smoke: which embedded default to build
 BUILD_DEMO = True  # build (or reuse) the embedded default for PROFILE
+DEMO_BACKBONES = ["qwen"]  # tiny LongVU backbones to train through the image and video stages
 CHECKPOINTS_DIR = None  # None: <data dir>/checkpoints (LongVU checkpoints and towers)
 COCO_DIR = None  # None: <data dir>/coco (real COCO 2017)
 TVBENCH_DIR = None  # None: <data dir>/tvbench (real TVBench)
@@ -97,6 +99,22 @@ if BUILD_DEMO:
                           for q in questions[::max(1, len(questions) // 8)]]))
 
 # %% [markdown]
+# ## 5. The demo's tiny LongVU checkpoints
+# Stand-ins for LongVU's two training stages: a tiny random LongVU trained on single shapes-COCO
+# images (captioning + image multiple choice) is the "image-trained" checkpoint; that model
+# further trained on MiniTVBench-style videos (other seeds than the benchmark) is the
+# "video-trained" one. Notebooks 01, 03 and 04 use them in the demo and smoke profiles.
+
+# %%
+demo_models = {}
+if BUILD_DEMO:
+    for backbone in DEMO_BACKBONES:
+        for stage in ("image", "video"):
+            ckpt = lib.demo_stages.checkpoint(PROFILE, backbone, stage, SEED)
+            demo_models[f"{backbone}/{stage}"] = lib.demo_stages.stage_summary(ckpt)
+    display(pd.DataFrame(demo_models).T)
+
+# %% [markdown]
 # ## Record results
 
 # %%
@@ -107,4 +125,5 @@ lib.runs.save_metrics(run, {
     "demo_coco_images": {s: r.num_images for s, r in coco_reports.items()},
     "demo_benchmark_questions": bench_report.num_questions if bench_report else None,
     "demo_sha256": manifest["sha256"] if manifest else None,
+    "demo_models": demo_models,
 })

@@ -29,8 +29,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
+import lib.evaluate
 import lib.longvu
-import lib.longvu.tiny
 import lib.paths
 import lib.plots
 import lib.pseudo_video as pv
@@ -44,7 +44,8 @@ RUN_NAME = "dev"  # run dir: outputs/03_qlora_finetune/<RUN_NAME>/ (a re-run res
 SEED = 0  # data table, adapter init, data order
 PROFILE = "demo"  # demo | smoke: tiny LongVU on shapes-COCO; full: official checkpoint + COCO
 BACKBONE = "qwen"  # qwen (Qwen2-7B) | llama (Llama3.2-3B)
-START_CHECKPOINT = None  # None: tiny image-stage model (demo/smoke), LongVU_<backbone>_img (full)
+START_CHECKPOINT = None  # None: the START_STAGE checkpoint (official in full, tiny trained in demo)
+START_STAGE = "image"  # image: LongVU_<backbone>_img (the paper); video: the video-trained model
 COCO_DIR = None  # None: shapes-COCO for demo/smoke, <data dir>/coco for full
 QUESTIONS = "R1"  # question mix, see lib.pseudo_video.parse_mix (per-type S and F allowed)
 S = 4  # max scenes per video
@@ -62,25 +63,15 @@ EVAL_SAMPLES = 16  # held-out pseudo-videos (val split) for the answer loss, bas
 
 # %%
 run = lib.runs.start("03_qlora_finetune", RUN_NAME, lib.runs.notebook_params(globals()))
-official = {"qwen": "Vision-CAIR/LongVU_Qwen2_7B_img",
-            "llama": "Vision-CAIR/LongVU_Llama3_2_3B_img"}
 
 # %% [markdown]
 # ## 1. Start checkpoint
-# The paper starts both backbones from their image-stage checkpoints. In demo and smoke a tiny
-# random image-stage LongVU (small tower geometry) stands in; it is created once in the data dir.
+# The paper starts both backbones from their image-stage checkpoints (Table 4 also from the
+# video-trained ones). In demo and smoke the tiny image-/video-stage-trained LongVU of notebook 00
+# stands in (`lib.demo_stages`).
 
 # %%
-if START_CHECKPOINT is not None:
-    start = START_CHECKPOINT
-elif PROFILE == "full":
-    local = lib.paths.checkpoints_dir() / official[BACKBONE].split("/")[1]
-    start = str(local) if local.is_dir() else official[BACKBONE]
-else:
-    tiny = lib.paths.data_dir() / "models" / f"tiny_{BACKBONE}_image_small_s{SEED}"
-    if not (tiny / "config.json").is_file():
-        lib.longvu.tiny.write_tiny(tiny, BACKBONE, "image", "small", SEED)
-    start = str(tiny)
+start = START_CHECKPOINT or lib.evaluate.default_checkpoint(PROFILE, BACKBONE, START_STAGE, SEED)
 coco = pv.coco_root(PROFILE, COCO_DIR)
 print("start checkpoint:", start, "\nCOCO:", coco)
 

@@ -45,7 +45,8 @@ RUN_NAME = "dev"  # run dir: outputs/04_tvbench_eval/<RUN_NAME>/ (a re-run resum
 SEED = 0  # seed of the tiny demo model and of the bootstrap
 PROFILE = "demo"  # demo | smoke: tiny LongVU on MiniTVBench; full: official checkpoint, TVBench
 BACKBONE = "qwen"  # qwen (Qwen2-7B) | llama (Llama3.2-3B)
-BASE_CHECKPOINT = None  # None: what notebook 03 starts from (LongVU_<backbone>_img / tiny)
+BASE_CHECKPOINT = None  # None: the BASE_STAGE checkpoint, what notebook 03 starts from
+BASE_STAGE = "image"  # image | video (Table 4's video-trained start)
 ADAPTERS = []  # adapter dirs or notebook-03 RUN_NAMEs; [] evaluates the base model only
 DATA_DIR = None  # None: MiniTVBench (demo/smoke) or <data dir>/tvbench (full)
 LIMIT = None  # first N questions of each task (None: all)
@@ -77,7 +78,7 @@ print(f"{data_dir}: {len(bench.questions)} questions in {len(bench.tasks)} tasks
 # base-vs-adapter differences are the adapter's alone.
 
 # %%
-base_ckpt = BASE_CHECKPOINT or lib.evaluate.default_checkpoint(PROFILE, BACKBONE, "image", SEED)
+base_ckpt = BASE_CHECKPOINT or lib.evaluate.default_checkpoint(PROFILE, BACKBONE, BASE_STAGE, SEED)
 tuned = [lib.evaluate.resolve_adapter(a, base_ckpt) for a in ADAPTERS]
 base_quant = tuned[0].quantization if tuned else "none"
 models = [lib.evaluate.ModelSpec("base" + (" (nf4)" if base_quant == "nf4" else ""), base_ckpt,
