@@ -24,7 +24,7 @@ import pandas as pd
 
 from lib import paper
 
-TABLES = ("tvbench", "finetune", "sweeps")
+TABLES = ("tvbench", "finetune", "sweeps", "tvbench_effects")
 SCORING_PREFERENCE = ("paper", "strict", "letter", "option")
 AXES = {"paper-table6": "F", "paper-table7": "S", "paper-table8": "N", "demo-seeds": "SEED"}
 META_KEYS = ("paper_row", "series")
@@ -48,7 +48,9 @@ def load_tables(read: Callable[[str], pd.DataFrame]) -> tuple[dict[str, pd.DataF
                 "tvbench": "run notebook 01 or 04 (or a sweep preset) first",
                 "finetune": "run notebook 03 first",
                 "sweeps": "run a sweep, e.g. python -m lib.pipeline --preset paper-table6 "
-                          "--profile demo"}[t])
+                          "--profile demo",
+                "tvbench_effects": "run notebook 04 with an adapter and the shuffled "
+                                   "condition"}[t])
     return tables, notes
 
 
@@ -516,3 +518,69 @@ def display_names(rows: pd.DataFrame) -> list[str]:
     return [f"{r['run_name']} / "
             f"{'adapter' if r['model_label'] == '03:' + r['run_name'] else r['model_label']}"
             for _, r in rows.iterrows()]
+
+
+# ---------------------------------------------------------------------------------------------
+# The headline: pseudo-video gain on the ordering tasks and what shuffling leaves of it
+
+EFFECT_NAMES = {
+    "gain_normal": "fine-tuned - start, normal order",
+    "gain_shuffled": "fine-tuned - start, shuffled frames",
+    "tuned_shuffled_minus_normal": "fine-tuned: shuffled - normal",
+}
+
+
+def effects_table(effects: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, comparison) of tvbench_effects.csv: difference in points with its 95% CI."""
+    if effects.empty:
+        return pd.DataFrame()
+    df = effects.copy()
+    df["run"] = [run_name_of(r, lab) for r, lab in zip(df["run_dir"], df["label"])]
+    df["comparison"] = df["comparison"].map(EFFECT_NAMES).fillna(df["comparison"])
+    out = df[["run", "label", "comparison", "tasks", "scoring", "n", "a", "b", "diff", "ci_lo",
+              "ci_hi", "mcnemar_p"]].copy()
+    out["excludes_zero"] = (out["ci_lo"] > 0) | (out["ci_hi"] < 0)
+    for c in ("a", "b", "diff", "ci_lo", "ci_hi"):
+        out[c] = out[c].astype(float).round(1)
+    out["mcnemar_p"] = out["mcnemar_p"].astype(float).round(4)
+    return out.reset_index(drop=True)
+
+
+def plot_effects(table: pd.DataFrame, title: str):
+    """Differences with 95% CIs, one panel row per run; zero marked."""
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r} | {c}" for r, c in zip(table["run"], table["comparison"])]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(table) + 1.2))
+    y = range(len(table))
+    ax.errorbar(table["diff"], y, xerr=[table["diff"] - table["ci_lo"],
+                                        table["ci_hi"] - table["diff"]], fmt="o", capsize=3)
+    ax.axvline(0, color="grey", lw=1)
+    ax.set_yticks(list(y), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("difference in accuracy (points), 95% CI clustered by video")
+    ax.set_title(title)
+    return fig
+
+
+def summary_markdown(table: pd.DataFrame) -> str:
+    """A plain-language summary of the headline table, one paragraph per run."""
+    if table.empty:
+        return ("No ordering-task effect was recorded yet (notebook 04 with an adapter and the "
+                "shuffled condition writes it).\n")
+    lines = ["# Summary: pseudo-video training on the ordering tasks", ""]
+    for run, g in table.groupby("run", sort=False):
+        rows = {r.comparison: r for r in g.itertuples()}
+        gain = rows.get(EFFECT_NAMES["gain_normal"])
+        shuf = rows.get(EFFECT_NAMES["gain_shuffled"])
+        if gain is None:
+            continue
+        verdict = ("a gain whose 95% CI excludes zero" if gain.ci_lo > 0 else
+                   "no gain distinguishable from zero" if gain.ci_hi >= 0 else
+                   "a loss whose 95% CI excludes zero")
+        lines.append(f"- **{run}** ({gain.tasks}, {gain.scoring} scorer, n={gain.n}): start "
+                     f"{gain.a:.1f}% -> fine-tuned {gain.b:.1f}%, {gain.diff:+.1f} points "
+                     f"[{gain.ci_lo:+.1f}, {gain.ci_hi:+.1f}]: {verdict}."
+                     + (f" With shuffled frames the difference is {shuf.diff:+.1f} "
+                        f"[{shuf.ci_lo:+.1f}, {shuf.ci_hi:+.1f}]." if shuf is not None else ""))
+    return "\n".join(lines) + "\n"

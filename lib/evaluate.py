@@ -866,3 +866,57 @@ def plot_conditions(summary, title: str = ""):
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's phenomenon in one table: does pseudo-video training help on ordering tasks, and
+# does the help vanish when the frame order is destroyed?
+
+ORDERING_TASKS = ("scene_transition", "action_sequence", "egocentric_sequence")
+
+
+def ordering_effect(base_src: Path | str, tuned_src: Path | str, bench: Benchmark,
+                    scoring: str, shuffle_seed: int = 0, tasks: Sequence[str] = ORDERING_TASKS,
+                    n_boot: int = 2000, seed: int = 0) -> dict[str, dict]:
+    """Paired effects on the ordering tasks present: tuned - base under normal order (the gain),
+    the same under shuffled frames (what survives without order), and tuned shuffled - normal."""
+    present = [t for t in tasks if t in {q.task for q in bench.questions}]
+    if not present:
+        raise ValueError(f"none of the ordering tasks {list(tasks)} is in {bench.root}")
+    shuf = f"shuffled@{shuffle_seed}/{scoring}"
+
+    def recs(src, group):
+        out = [r for r in group_records(src, group) if r["task"] in present]
+        if not out:
+            raise ValueError(f"{src}: no {group} predictions on {present}; evaluate that "
+                             "condition and scorer first")
+        return out
+
+    pairs = {
+        "gain_normal": (recs(base_src, f"normal/{scoring}"), recs(tuned_src, f"normal/{scoring}")),
+        "gain_shuffled": (recs(base_src, shuf), recs(tuned_src, shuf)),
+        "tuned_shuffled_minus_normal": (recs(tuned_src, f"normal/{scoring}"),
+                                        recs(tuned_src, shuf)),
+    }
+    out = {}
+    for name, (a, b) in pairs.items():
+        p = tvbench.paired(a, b, bench, n_boot=n_boot, seed=seed)
+        out[name] = {"tasks": "+".join(present), "scoring": scoring, "n": p["n"],
+                     "a": p["micro_a"], "b": p["micro_b"], "diff": p["micro_diff"],
+                     "ci_lo": p["micro_ci"][0], "ci_hi": p["micro_ci"][1],
+                     "mcnemar_p": p["mcnemar_p"]}
+    g, s = out["gain_normal"]["diff"], out["gain_shuffled"]["diff"]
+    out["gain_normal"]["gain_kept_when_shuffled"] = (s / g) if g > 0 else None
+    return out
+
+
+def record_effect(effect: dict[str, dict], label: str, run_dir: Path | str) -> Path:
+    """One row per comparison in outputs/results/tvbench_effects.csv (read by notebook 05)."""
+    from lib import runs
+
+    f = None
+    for name, row in effect.items():
+        f = runs.append_result("tvbench_effects", {"label": label, "comparison": name,
+                                                   "run_dir": str(run_dir), **row},
+                               key=["run_dir", "comparison", "scoring"])
+    return f

@@ -147,7 +147,26 @@ fig = lib.evaluate.plot_paired(diffs, f"Paired differences ({PROFILE})")
 lib.plots.save_figure(fig, "04_paired_differences")
 
 # %% [markdown]
-# ## 6. Do the scorers agree? Parse failures
+# ## 6. The paper's effect on the ordering tasks
+# Does pseudo-video training help where the order of events decides the answer (Scene
+# Transition, Action Sequence, Egocentric Sequence when present), and does the help vanish when
+# the frames are shuffled? Gain = adapter - base (paired, 95% CI clustered by video).
+
+# %%
+effects = {}
+ordering_scoring = next((s for s in ("letter", "paper") if s in scorings), scorings[0])
+if "shuffled" in CONDITIONS and len(models) > 1:
+    for ms in models[1:]:
+        effects[ms.label] = lib.evaluate.ordering_effect(
+            run_dirs[models[0].label] / "predictions.jsonl",
+            run_dirs[ms.label] / "predictions.jsonl", bench, ordering_scoring,
+            shuffle_seed=SHUFFLE_SEEDS[0], n_boot=N_BOOT, seed=SEED)
+        display(pd.DataFrame(effects[ms.label]).T.round(3))
+else:
+    print("needs an adapter and the shuffled condition; skipped")
+
+# %% [markdown]
+# ## 7. Do the scorers agree? Parse failures
 # Pairwise agreement (% of questions with the same chosen option) under normal order, and the
 # share of generations the paper parser could not read cleanly.
 
@@ -160,7 +179,7 @@ display(summary[summary["scoring"].isin(["paper", "strict"])]
         .round(1))
 
 # %% [markdown]
-# ## 7. Per task, normal order, paper scorer, against chance
+# ## 8. Per task, normal order, paper scorer, against chance
 
 # %%
 first = scorings[0]  # paper when it was run
@@ -177,7 +196,10 @@ display(lib.tvbench.results_table({ms.label: results[ms.label][f"normal/{first}"
 for ms in models:
     lib.evaluate.record(results[ms.label], f"04/{RUN_NAME}/{ms.label}", run_dirs[ms.label],
                         ms.checkpoint + (f"+{ms.adapter}" if ms.adapter else ""), str(data_dir))
+for label, eff in effects.items():
+    lib.evaluate.record_effect(eff, f"04/{RUN_NAME}/{label}", run.dir)
 lib.runs.save_metrics(run, {
+    "ordering_effects": effects,
     "data_dir": str(data_dir), "models": [vars(m) for m in models],
     "adapters_given": len(tuned), "skipped_missing_video": len(bench.skipped),
     "micro": {f"{r.model} | {r.condition}/{r.scoring}": r.micro for r in summary.itertuples()},

@@ -55,6 +55,23 @@ print(f"{len(ev)} evaluation rows, tasks {tasks}; "
       f"{len(tables['sweeps'])} sweep rows, {len(tables['finetune'])} fine-tuning runs")
 
 # %% [markdown]
+# ## 0. The headline: pseudo-video training on the ordering tasks
+# For every fine-tuned model notebook 04 evaluated: the paired gain over its start checkpoint on
+# the ordering tasks under normal order, the same under shuffled frames, and how much the
+# fine-tuned model loses when its frames are shuffled. Also written to `summary.md`.
+
+# %%
+effects = abl.effects_table(tables["tvbench_effects"])
+summary_md = abl.summary_markdown(effects)
+run.path("summary.md").write_text(summary_md)
+display(Markdown(summary_md))
+if not effects.empty:
+    written += abl.write_table(effects, tables_dir, "ordering_effects",
+                               "Ordering tasks: paired differences (points, 95% CI)")
+    fig = abl.plot_effects(effects, "Ordering tasks: pseudo-video gain and the shuffled control")
+    lib.plots.save_figure(fig, "05_ordering_effects")
+
+# %% [markdown]
 # ## 1. Per-task accuracy against chance
 # The latest `MAX_MODELS` evaluated (run, model) pairs under normal frame order, each under its
 # best scorer (`SCORING` if it was run, else paper > strict > letter > option; the `scoring`
@@ -171,4 +188,6 @@ lib.runs.save_metrics(run, {
     "scoring": SCORING, "evaluation_rows": len(ev), "sweep_rows": len(tables["sweeps"]),
     "missing_tables": notes, "tables": sorted(str(p) for p in written),
     "sweeps": [f"{s}/{p}" for s, p in groups],
+    "ordering_effects": effects.to_dict(orient="records"),
+    "summary": str(run.path("summary.md")),
 })

@@ -88,7 +88,8 @@ def test_load_tables_notes_missing():
     fake = {"tvbench": pd.DataFrame({"a": [1]})}
     tables, notes = abl.load_tables(lambda t: fake.get(t, pd.DataFrame()))
     assert len(tables["tvbench"]) == 1 and tables["sweeps"].empty
-    assert len(notes) == 2 and "finetune.csv" in notes[0] and "sweeps.csv" in notes[1]
+    assert len(notes) == 3 and "finetune.csv" in notes[0] and "sweeps.csv" in notes[1]
+    assert "tvbench_effects.csv" in notes[2]
 
 
 def test_run_name_from_run_dir_or_label():
