@@ -63,8 +63,12 @@ def run_name_of(run_dir: str, label: str = "") -> str:
     bits = str(label).split("/", 2)
     if len(bits) == 3:
         return bits[1]
-    raise ValueError(f"tvbench.csv row: cannot find the run name in run_dir {run_dir!r} or label "
-                     f"{label!r}; expected outputs/<NN_notebook>/<RUN_NAME>/...")
+    # A `python -m lib.tvbench eval --out DIR` run outside the notebooks: its folder names it.
+    name = Path(str(run_dir)).name or str(label)
+    if not name:
+        raise ValueError(f"tvbench.csv row: neither run_dir {run_dir!r} nor label {label!r} "
+                         "names the run")
+    return name
 
 
 def evaluations(tv: pd.DataFrame) -> pd.DataFrame:

@@ -96,8 +96,9 @@ def test_run_name_from_run_dir_or_label():
     assert abl.run_name_of("/o/04_tvbench_eval/paper-table6-demo-F2/eval/m1") == \
         "paper-table6-demo-F2"
     assert abl.run_name_of("elsewhere", "04/r1/base") == "r1"
-    with pytest.raises(ValueError, match="run name"):
-        abl.run_name_of("nowhere", "x")
+    assert abl.run_name_of("/tmp/cli_eval_run", "r") == "cli_eval_run"  # lib.tvbench eval --out
+    with pytest.raises(ValueError, match="names the run"):
+        abl.run_name_of("", "")
 
 
 def test_evaluations_parse_groups():
