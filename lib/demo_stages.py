@@ -158,7 +158,7 @@ def train_stage(start: Path | str, out: Path | str, dataset: tud.Dataset, steps:
 # its 10-minute budget on 2 CPU cores (docs/benchmarks.md).
 STAGE_STEPS = {
     "smoke": {"image": (2, 2), "video": (2, 2)},
-    "demo": {"image": (150, 8), "video": (60, 8)},
+    "demo": {"image": (60, 8), "video": (24, 8)},
 }
 STAGE_LR = {"image": 2e-3, "video": 1e-3}
 
