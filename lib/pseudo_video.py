@@ -641,13 +641,14 @@ class PseudoVideoDataset(tud.Dataset):
     this item substitutes for a bad one) and ``substituted_for`` (None or the bad index).
 
     A bad sample (missing or corrupt image, image without captions) raises with
-    ``on_error="raise"``; with ``"substitute"`` the next index is served instead, the error is
-    logged, counted in ``bad[epoch]`` and carried in the item, so a training loop that runs
-    DataLoader workers still sees every substitution. Call ``set_epoch`` before each epoch.
+    ``on_error="raise"`` (the default: nothing is replaced unless asked). Only with an explicit
+    ``"substitute"`` is the next index served instead; the error is then logged, counted in
+    ``bad[epoch]`` and carried in the item, so a training loop that runs DataLoader workers still
+    reports every substitution. Call ``set_epoch`` before each epoch.
     """
 
     def __init__(self, source: PseudoVideoSource, jitter: str = "mild",
-                 size: int | tuple[int, int] | None = None, on_error: str = "substitute",
+                 size: int | tuple[int, int] | None = None, on_error: str = "raise",
                  max_substitutions: int = 10, resample: str = "paper"):
         if on_error not in ("raise", "substitute"):
             raise ValueError("on_error: 'raise' or 'substitute'")

@@ -95,6 +95,7 @@ class TrainConfig:
     init_adapter: str | None = None  # start from a saved adapter dir (e.g. a previous run)
     supervise_prompt_tokens: bool = False  # the paper code's labels (prompt role tokens too)
     legacy_placeholder_tokens: bool = False  # the paper collator's token-id-0 leak
+    on_bad_sample: str = "raise"  # raise | substitute (serve the next sample, counted and logged)
     seed: int = 0
     save_steps: int = 100
     save_total_limit: int = 2
@@ -200,14 +201,21 @@ def pad_id(tokenizer) -> int:
 
 
 def pseudo_video_dataset(cfg: TrainConfig, rank: int = 0) -> tud.Dataset:
-    """lib.pseudo_video's on-the-fly dataset for this config (substitutes and counts bad items)."""
-    from lib import pseudo_video
+    """lib.pseudo_video's on-the-fly dataset for this config.
+
+    Every image file of the split is checked up front, so a missing file stops the run before
+    training with the full list; a bad sample later raises unless ``on_bad_sample="substitute"``.
+    """
+    from lib import coco, pseudo_video
     if not cfg.coco:
         raise ValueError("TrainConfig.coco (--coco) is required: a COCO-layout dir "
                          "(python -m lib.assets build --profile smoke --out DIR builds one)")
+    coco.validate_captions(coco.captions_path(cfg.coco, cfg.split),
+                           coco.images_dir(cfg.coco, cfg.split), check_images="exists")
     source = pseudo_video.build_source(cfg.coco, cfg.split, cfg.questions, cfg.n, cfg.S, cfg.F,
                                        seed=cfg.seed, mode=cfg.question_mode, rank=rank)
-    return pseudo_video.PseudoVideoDataset(source, jitter=cfg.jitter, size=cfg.frame_size)
+    return pseudo_video.PseudoVideoDataset(source, jitter=cfg.jitter, size=cfg.frame_size,
+                                           on_error=cfg.on_bad_sample)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -759,6 +767,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the paper code's labels (prompt role tokens supervised too)")
     ap.add_argument("--legacy-placeholder-tokens", action="store_true",
                     help="the paper collator's token-id-0 leak after the visual block")
+    ap.add_argument("--on-bad-sample", choices=["raise", "substitute"], default="raise",
+                    help="a missing/corrupt image mid-run: stop (default) or serve the next "
+                         "sample, counted in metrics.json bad_samples")
     ap.add_argument("--allow-fallback", action="store_true",
                     help="qlora: train 16-bit LoRA (loudly) if 4-bit is unusable")
     ap.add_argument("--resume", action="store_true")
@@ -772,6 +783,7 @@ def main(argv: list[str] | None = None) -> int:
         log_every=a.log_every, init_adapter=a.init_adapter,
         supervise_prompt_tokens=a.supervise_prompt_tokens,
         legacy_placeholder_tokens=a.legacy_placeholder_tokens,
+        on_bad_sample=a.on_bad_sample,
         require_4bit=False if a.allow_fallback else None)
     m = train(cfg, resume=a.resume)
     if m:

@@ -398,7 +398,9 @@ def test_image_without_captions_named(smoke_assets, tmp_path):
     src.formations[1] = pv.Formation("A1", (999999, idx.image_ids[0]), (1, 1), 0)
     with pytest.raises(coco.CocoError, match="image id 999999"):
         src.sample(1)
-    ds = pv.PseudoVideoDataset(src)
+    with pytest.raises(coco.CocoError, match="image id 999999"):  # default: nothing replaced
+        pv.PseudoVideoDataset(src)[1]
+    ds = pv.PseudoVideoDataset(src, on_error="substitute")
     assert ds[1]["substituted_for"] == 1 and "999999" in ds[1]["errors"][0]
 
 

@@ -201,3 +201,20 @@ def test_epochs_redraw_and_bad_samples_counted(ckpt, tmp_path):
     m = train.train(_cfg(ckpt, tmp_path, max_steps=2, save_steps=100), dataset=data)
     assert sorted(set(data.epochs)) == [0, 1]  # the dataset re-draws its questions per epoch
     assert m["bad_samples"] == 2  # index 1 is a substitute in each of the two epochs
+
+
+def test_missing_image_stops_before_training(tmp_path):
+    """A missing image is an error naming it, found before any step (never a substitute)."""
+    import shutil
+
+    from lib import assets, coco, train
+
+    root = tmp_path / "a"
+    assets.build("smoke", root)
+    data = root / "coco"
+    victim = sorted((data / "train2017").glob("*.jpg"))[3]
+    victim.unlink()
+    cfg = train.TrainConfig(model="unused", out=str(tmp_path / "run"), coco=str(data))
+    with pytest.raises(coco.CocoError, match=victim.name):
+        train.pseudo_video_dataset(cfg)
+    shutil.rmtree(root)
