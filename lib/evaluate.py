@@ -116,13 +116,9 @@ class _LongVUPreprocess:
         self.sizes, self.swap = tuple(sizes), swap
 
     def __call__(self, frames: np.ndarray) -> dict:
-        from lib.longvu.towers import preprocess_frames
+        from lib.longvu.model import preprocess_visual
 
-        frames = np.asarray(frames)
-        sig, dino = preprocess_frames(frames, self.sizes)
-        h, w = frames.shape[1:3]
-        return {"siglip": sig, "dino": dino, "image_sizes": [(h, w) if self.swap else (w, h)],
-                "kind": "video"}
+        return preprocess_visual(frames, "video", self.sizes, self.swap)
 
 
 class LongVUModel:

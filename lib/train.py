@@ -131,12 +131,8 @@ class SampleBuilder:
                              "training needs one (save it next to config.json)")
 
     def visual(self, frames: np.ndarray) -> dict:
-        from lib.longvu.towers import preprocess_frames
-        frames = np.asarray(frames)
-        sig, dino = preprocess_frames(frames, self.sizes)
-        h, w = frames.shape[1:3]
-        return {"siglip": sig, "dino": dino, "image_sizes": [(h, w) if self.swap else (w, h)],
-                "kind": "video"}
+        from lib.longvu.model import preprocess_visual
+        return preprocess_visual(frames, "video", self.sizes, self.swap)
 
     def text(self, prompt: str, target: str) -> tuple[list[int], list[int]]:
         from lib.longvu import prompts
