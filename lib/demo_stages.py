@@ -13,6 +13,10 @@ profile makes both from a tiny random LongVU (notebook 00 builds them; 01, 03 an
 
 Both train all decoder and connector weights (``lib.train`` mode ``full``) and are saved as
 complete checkpoints in LongVU's layout, so they load wherever an official checkpoint does.
+
+Diagnostic: ``python -m lib.demo_stages mc-accuracy --checkpoint DIR`` measures whether a stage
+checkpoint picks the right caption by letter on held-out shapes-COCO images (the skill every
+multiple-choice benchmark presupposes).
 """
 
 from __future__ import annotations
@@ -204,3 +208,56 @@ def stage_summary(ckpt: Path | str) -> dict:
     m = json.loads(f.read_text()) if f.exists() else {}
     return {"checkpoint": str(ckpt), "steps": m.get("steps"), "first_loss": m.get("first_loss"),
             "last_loss": m.get("last_loss"), "train_seconds": m.get("train_wall_s_this_session")}
+
+
+def image_mc_accuracy(ckpt: Path | str, coco_root: Path | str, n: int = 200,
+                      num_options: int = 4, seed: int = 7, split: str = "val") -> dict:
+    """Letter-likelihood accuracy of ``ckpt`` on ``n`` held-out image multiple-choice questions
+    (the image stage's own format: distractors are captions of other images)."""
+    import torch
+
+    from lib import longvu
+
+    model = longvu.load(ckpt).eval()
+    index = CaptionIndex.from_root(coco_root, split)
+    data = ImageStageDataset(index, n, seed=seed, num_options=num_options, mc_fraction=1.0)
+    letters = list(LETTERS[:num_options])
+    hits, picked = 0, dict.fromkeys(letters, 0)
+    with torch.no_grad():
+        for i in range(len(data)):
+            item = data[i]
+            user = item["prompt"].removeprefix("<image>\n")
+            lp = model.letter_logprobs(model.preprocess(item["frames"]), model.prompt(user),
+                                       letters)
+            pred = letters[int(np.argmax(lp))]
+            picked[pred] += 1
+            hits += pred == item["target"][1]
+    return {"checkpoint": str(ckpt), "n": len(data), "options": num_options,
+            "accuracy": 100.0 * hits / len(data), "chance": 100.0 / num_options,
+            "picked": picked}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    from lib import paths
+
+    p = argparse.ArgumentParser(prog="python -m lib.demo_stages", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    q = sub.add_parser("mc-accuracy", help="held-out image multiple-choice accuracy of a checkpoint")
+    q.add_argument("--checkpoint", required=True)
+    q.add_argument("--coco", default=None, help="COCO-layout dir (default: the demo's shapes-COCO)")
+    q.add_argument("--profile", default="demo", choices=["demo", "smoke"])
+    q.add_argument("--n", type=int, default=200)
+    q.add_argument("--options", type=int, default=4)
+    q.add_argument("--seed", type=int, default=7)
+    a = p.parse_args(argv)
+    res = image_mc_accuracy(a.checkpoint, a.coco or paths.coco_dir(a.profile), a.n, a.options,
+                            a.seed)
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -594,9 +594,13 @@ def record(res: dict[str, dict], label: str, run_dir: Path | str, model: str, da
 
 def evaluate(model: VideoQAModel, bench: Benchmark, out_dir: Path | str, spec: EvalSpec,
              n_boot: int = 2000, progress: bool = True) -> dict[str, dict]:
-    """Single-process convenience for notebooks: run (resumably) then finalize."""
+    """Single-process convenience for notebooks: run (resumably) then finalize; returns the
+    groups of ``spec`` only (a shared folder may also hold other conditions or scorers)."""
     run(model, bench, out_dir, spec, progress=progress)
-    return finalize(out_dir, bench, n_boot=n_boot, limit=spec.limit)
+    res = finalize(out_dir, bench, n_boot=n_boot, limit=spec.limit)
+    wanted = {tvbench.group_label(c, s, sc) for c, s in spec.units()
+              for sc in expand_scorings(spec.scorings)}
+    return {k: v for k, v in res.items() if k in wanted}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -700,6 +704,32 @@ class ModelSpec:
         m = load_model(self.checkpoint, self.adapter, device, self.quantization)
         m.name = self.label
         return m
+
+
+def _identity(path_or_id: str | None) -> object:
+    """A local model dir by resolved path plus its files' sizes and mtimes (a retrained
+    checkpoint at the same path gets a new identity); a hub id by itself."""
+    if path_or_id is None:
+        return None
+    p = Path(path_or_id)
+    if not p.exists():
+        return path_or_id
+    files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
+    return [str(p.resolve())] + [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
+def shared_eval_dir(ms: ModelSpec, data_dir: Path | str) -> Path:
+    """Where notebook 04 keeps one model's predictions for reuse by every run that evaluates the
+    same checkpoint, adapter and quantization on the same data: sweep rows share their start
+    model, so it is evaluated once (later runs resume it; the evaluator's fingerprint still
+    guards the folder)."""
+    from lib import paths
+
+    key = json.dumps([_identity(ms.checkpoint), _identity(ms.adapter), ms.quantization,
+                      str(Path(data_dir).resolve())])
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(ms.checkpoint).name)[:60]
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return paths.outputs_dir() / "04_tvbench_eval" / "_shared" / f"{slug}-{ms.quantization}-{digest}"
 
 
 def default_checkpoint(profile: str, backbone: str, stage: str, seed: int = 0) -> str:

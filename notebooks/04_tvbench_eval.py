@@ -58,6 +58,7 @@ N_BOOT = 2000  # bootstrap resamples for the CIs
 WORKERS = None  # DataLoader decode workers (None: cores - 1)
 FRAME_CACHE = True  # cache decoded clips under the run dir, shared by all models
 TORCH_THREADS = None  # torch CPU threads while scoring (None: torch's default; 1 for tiny models)
+SHARE_BASE_EVAL = True  # evaluate the base once for every run on the same start and data (sweeps)
 
 # %%
 run = lib.runs.start("04_tvbench_eval", RUN_NAME, lib.runs.notebook_params(globals()))
@@ -75,7 +76,9 @@ print(f"{data_dir}: {len(bench.questions)} questions in {len(bench.tasks)} tasks
 # ## 2. Models: the base checkpoint and each adapter
 # An adapter is evaluated on the base it was trained from, with the same quantization (a
 # notebook-03 run records both); the base row uses the first adapter's quantization so that
-# base-vs-adapter differences are the adapter's alone.
+# base-vs-adapter differences are the adapter's alone. With `SHARE_BASE_EVAL` the base row's
+# predictions live in `outputs/04_tvbench_eval/_shared/` and every later run on the same start
+# checkpoint, quantization and data resumes them instead of evaluating the base again.
 
 # %%
 base_ckpt = BASE_CHECKPOINT or lib.evaluate.default_checkpoint(PROFILE, BACKBONE, BASE_STAGE, SEED)
@@ -98,7 +101,8 @@ spec = lib.evaluate.EvalSpec(
     threads=TORCH_THREADS, **({"num_workers": WORKERS} if WORKERS is not None else {}))
 results, run_dirs = {}, {}
 for i, ms in enumerate(models):
-    run_dirs[ms.label] = run.path("eval", f"m{i}")
+    run_dirs[ms.label] = (lib.evaluate.shared_eval_dir(ms, data_dir) if i == 0 and SHARE_BASE_EVAL
+                          else run.path("eval", f"m{i}"))
     model = ms.load()
     results[ms.label] = lib.evaluate.evaluate(model, bench, run_dirs[ms.label], spec,
                                               n_boot=N_BOOT)

@@ -91,3 +91,17 @@ def test_letter_logprobs_sum_both_answer_styles(tmp_path):
     for x, g in zip("AB", got):
         bare, paren = m.sequence_logprob(frames, p, [x, "(" + x])
         assert g == pytest.approx(math.log(math.exp(bare) + math.exp(paren)), abs=1e-4)
+
+
+def test_mc_accuracy_cli(smoke_assets, tmp_path):
+    ckpt = tmp_path / "tiny"
+    subprocess.run([sys.executable, "-m", "lib.longvu", "tiny", "--backbone", "qwen", "--stage",
+                    "image", "--geometry", "demo", "--seed", "0", "--out", str(ckpt)], check=True,
+                   capture_output=True)
+    out = subprocess.run([sys.executable, "-m", "lib.demo_stages", "mc-accuracy", "--checkpoint",
+                          str(ckpt), "--coco", str(smoke_assets / "coco"), "--n", "6",
+                          "--options", "2"], check=True, capture_output=True, text=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["n"] == 6 and res["options"] == 2 and res["chance"] == 50.0
+    assert sum(res["picked"].values()) == 6 and set(res["picked"]) == {"A", "B"}
+    assert 0.0 <= res["accuracy"] <= 100.0

@@ -109,6 +109,38 @@ def test_rerun_skips_and_refuses_other_config(bench, tmp_path):
                      evaluate.EvalSpec(sampler=tvbench.Sampler("uniform", 4)), progress=False)
 
 
+def test_shared_folder_returns_only_the_runs_groups(bench, tmp_path):
+    b = tvbench.open_benchmark(bench)
+    wide = evaluate.EvalSpec(conditions=("normal", "shuffled"), scorings=("paper", "letter"),
+                             limit=2, num_workers=0)
+    evaluate.evaluate(evaluate.FakeModel(), b, tmp_path / "shared", wide, n_boot=50,
+                      progress=False)
+    narrow = evaluate.EvalSpec(scorings=("letter",), limit=2, num_workers=0)
+    res = evaluate.evaluate(evaluate.FakeModel(), b, tmp_path / "shared", narrow, n_boot=50,
+                            progress=False)
+    assert set(res) == {"normal/letter"}
+
+
+def test_shared_eval_dir_identity(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBOOK_OUTPUTS_DIR", str(tmp_path / "out"))
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "model.safetensors").write_bytes(b"v1")
+    spec = evaluate.ModelSpec("base", str(ckpt))
+    d = evaluate.shared_eval_dir(spec, tmp_path / "bench")
+    assert d.parent == tmp_path / "out" / "04_tvbench_eval" / "_shared"
+    assert d == evaluate.shared_eval_dir(evaluate.ModelSpec("renamed", str(ckpt)),
+                                         tmp_path / "bench")  # the label does not matter
+    others = [evaluate.shared_eval_dir(evaluate.ModelSpec("base", str(ckpt), None, "nf4"),
+                                       tmp_path / "bench"),
+              evaluate.shared_eval_dir(spec, tmp_path / "other_bench"),
+              evaluate.shared_eval_dir(evaluate.ModelSpec("base", "Vision-CAIR/x"),
+                                       tmp_path / "bench")]
+    assert len({d, *others}) == 4
+    (ckpt / "model.safetensors").write_bytes(b"retrained")  # same path, new weights
+    assert evaluate.shared_eval_dir(spec, tmp_path / "bench") != d
+
+
 def test_torn_line_is_redone(bench, tmp_path):
     b = tvbench.open_benchmark(bench)
     spec = evaluate.EvalSpec(limit=2, num_workers=0)
