@@ -718,6 +718,14 @@ def _identity(path_or_id: str | None) -> object:
     return [str(p.resolve())] + [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
 
 
+def shared_frame_cache() -> Path:
+    """The decoded-clip cache notebooks 01 and 04 share across runs (``tvbench.FrameCache``
+    keys entries by video file, window and sampler, so sharing is safe)."""
+    from lib import paths
+
+    return paths.outputs_dir() / "04_tvbench_eval" / "_shared" / "frames"
+
+
 def shared_eval_dir(ms: ModelSpec, data_dir: Path | str) -> Path:
     """Where notebook 04 keeps one model's predictions for reuse by every run that evaluates the
     same checkpoint, adapter and quantization on the same data: sweep rows share their start

@@ -53,7 +53,7 @@ SCORING = "paper"  # paper | strict | letter | option
 ON_MISSING = "error"  # error | skip: questions whose video is missing (never a black frame)
 N_BOOT = 2000  # bootstrap resamples for the CIs
 WORKERS = None  # DataLoader decode workers (None: cores - 1)
-FRAME_CACHE = True  # cache decoded clips under the run dir, shared by both checkpoints
+FRAME_CACHE = True  # cache decoded clips in outputs/04_tvbench_eval/_shared/frames (all runs)
 TORCH_THREADS = None  # torch CPU threads while scoring (None: torch's default; 1 for tiny models)
 
 # %%
@@ -95,7 +95,7 @@ display(pd.DataFrame([{"model": s.label, "checkpoint": s.checkpoint} for s in mo
 # %%
 spec = lib.evaluate.EvalSpec(
     conditions=("normal", "shuffled"), seeds=tuple(SHUFFLE_SEEDS), scorings=(SCORING,),
-    limit=LIMIT, frame_cache=str(run.path("frames")) if FRAME_CACHE else None,
+    limit=LIMIT, frame_cache=str(lib.evaluate.shared_frame_cache()) if FRAME_CACHE else None,
     threads=TORCH_THREADS, **({"num_workers": WORKERS} if WORKERS is not None else {}))
 results = {}
 for stage, ms in models.items():

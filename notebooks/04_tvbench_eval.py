@@ -56,7 +56,7 @@ SCORINGS = ["paper", "strict", "likelihood"]  # likelihood means letter and opti
 ON_MISSING = "error"  # error | skip: questions whose video is missing (never a black frame)
 N_BOOT = 2000  # bootstrap resamples for the CIs
 WORKERS = None  # DataLoader decode workers (None: cores - 1)
-FRAME_CACHE = True  # cache decoded clips under the run dir, shared by all models
+FRAME_CACHE = True  # cache decoded clips in outputs/04_tvbench_eval/_shared/frames (all runs)
 TORCH_THREADS = None  # torch CPU threads while scoring (None: torch's default; 1 for tiny models)
 SHARE_BASE_EVAL = True  # evaluate the base once for every run on the same start and data (sweeps)
 
@@ -97,7 +97,7 @@ display(pd.DataFrame([vars(m) for m in models]))
 # %%
 spec = lib.evaluate.EvalSpec(
     conditions=tuple(CONDITIONS), seeds=tuple(SHUFFLE_SEEDS), scorings=tuple(SCORINGS),
-    limit=LIMIT, frame_cache=str(run.path("frames")) if FRAME_CACHE else None,
+    limit=LIMIT, frame_cache=str(lib.evaluate.shared_frame_cache()) if FRAME_CACHE else None,
     threads=TORCH_THREADS, **({"num_workers": WORKERS} if WORKERS is not None else {}))
 results, run_dirs = {}, {}
 for i, ms in enumerate(models):

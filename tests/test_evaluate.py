@@ -129,6 +129,7 @@ def test_shared_eval_dir_identity(tmp_path, monkeypatch):
     spec = evaluate.ModelSpec("base", str(ckpt))
     d = evaluate.shared_eval_dir(spec, tmp_path / "bench")
     assert d.parent == tmp_path / "out" / "04_tvbench_eval" / "_shared"
+    assert evaluate.shared_frame_cache() == d.parent / "frames"
     assert d == evaluate.shared_eval_dir(evaluate.ModelSpec("renamed", str(ckpt)),
                                          tmp_path / "bench")  # the label does not matter
     others = [evaluate.shared_eval_dir(evaluate.ModelSpec("base", str(ckpt), None, "nf4"),
