@@ -55,14 +55,16 @@ def load_tables(read: Callable[[str], pd.DataFrame]) -> tuple[dict[str, pd.DataF
 
 
 def run_name_of(run_dir: str, label: str = "") -> str:
-    """The RUN_NAME in ``.../<NN_notebook>/<RUN_NAME>/eval/...``; else label ``NN/<RUN>/model``."""
+    """The RUN_NAME of a notebook label ``NN/<RUN>/model``, else of a run dir
+    ``.../<NN_notebook>/<RUN_NAME>/eval/...``. The label wins: notebook 04 keeps the base
+    model's predictions in a folder shared by several runs."""
+    bits = str(label).split("/", 2)
+    if len(bits) == 3 and re.fullmatch(r"\d\d", bits[0]):
+        return bits[1]
     parts = Path(str(run_dir)).parts
     for i, p in enumerate(parts[:-1]):
         if re.fullmatch(r"\d\d_[A-Za-z0-9_]+", p):
             return parts[i + 1]
-    bits = str(label).split("/", 2)
-    if len(bits) == 3:
-        return bits[1]
     # A `python -m lib.tvbench eval --out DIR` run outside the notebooks: its folder names it.
     name = Path(str(run_dir)).name or str(label)
     if not name:

@@ -96,6 +96,8 @@ def test_run_name_from_run_dir_or_label():
     assert abl.run_name_of("/o/04_tvbench_eval/paper-table6-demo-F2/eval/m1") == \
         "paper-table6-demo-F2"
     assert abl.run_name_of("elsewhere", "04/r1/base") == "r1"
+    # notebook 04's shared base folder is named by the label, not by the folder
+    assert abl.run_name_of("/o/04_tvbench_eval/_shared/ckpt-nf4-0123", "04/r1/base (nf4)") == "r1"
     assert abl.run_name_of("/tmp/cli_eval_run", "r") == "cli_eval_run"  # lib.tvbench eval --out
     with pytest.raises(ValueError, match="names the run"):
         abl.run_name_of("", "")
