@@ -773,11 +773,15 @@ def resolve_adapter(entry: str, base: str) -> ModelSpec:
     return ModelSpec(f"03:{entry}", m.get("start_checkpoint") or base, m["adapter_dir"], quant)
 
 
-def group_records(source: Path | str | list[dict], group: str) -> list[dict]:
-    """The records of one ``condition[@seed]/scoring`` group, e.g. ``shuffled@0/paper``."""
+def group_records(source: Path | str | list[dict], group: str,
+                  questions: Sequence[Question] | None = None) -> list[dict]:
+    """The records of one ``condition[@seed]/scoring`` group, e.g. ``shuffled@0/paper``;
+    with ``questions``, only theirs (a shared folder may hold more, from a larger LIMIT)."""
     recs = tvbench.read_predictions(source) if not isinstance(source, list) else source
+    keep = None if questions is None else {tvbench.sample_id(q) for q in questions}
     return [r for r in recs if tvbench.group_label(r.get("condition", "normal"), r.get("seed"),
-                                                   r.get("scoring", "paper")) == group]
+                                                   r.get("scoring", "paper")) == group
+            and (keep is None or r.get("sample_id") in keep)]
 
 
 def seed_summary(res: dict[str, dict], condition: str = "shuffled", scoring: str = "paper"

@@ -128,19 +128,22 @@ lib.plots.save_figure(fig, "04_conditions_scorers")
 
 # %%
 diffs = {}
+asked = lib.evaluate.select(bench.questions, LIMIT)  # the shared base folder may hold more
 for ms in models:
     src = run_dirs[ms.label] / "predictions.jsonl"
     for sc in [s for s in ("paper", "letter") if s in scorings]:
         for cond in [c for c in dict.fromkeys(summary["condition"]) if c != "normal"]:
             diffs[f"{ms.label} [{sc}]: {cond} - normal"] = lib.tvbench.paired(
-                lib.evaluate.group_records(src, f"normal/{sc}"),
-                lib.evaluate.group_records(src, f"{cond}/{sc}"), bench, n_boot=N_BOOT, seed=SEED)
+                lib.evaluate.group_records(src, f"normal/{sc}", asked),
+                lib.evaluate.group_records(src, f"{cond}/{sc}", asked), bench, n_boot=N_BOOT,
+                seed=SEED)
 for ms in models[1:]:
     for sc in [s for s in ("paper", "letter") if s in scorings]:
         diffs[f"{ms.label} - base [{sc}], normal"] = lib.tvbench.paired(
             lib.evaluate.group_records(run_dirs[models[0].label] / "predictions.jsonl",
-                                       f"normal/{sc}"),
-            lib.evaluate.group_records(run_dirs[ms.label] / "predictions.jsonl", f"normal/{sc}"),
+                                       f"normal/{sc}", asked),
+            lib.evaluate.group_records(run_dirs[ms.label] / "predictions.jsonl", f"normal/{sc}",
+                                       asked),
             bench, n_boot=N_BOOT, seed=SEED)
 paired_table = pd.DataFrame({k: {"n": v["n"], "A": v["micro_a"], "B": v["micro_b"],
                                   "B - A": v["micro_diff"], "ci_lo": v["micro_ci"][0],

@@ -119,6 +119,12 @@ def test_shared_folder_returns_only_the_runs_groups(bench, tmp_path):
     res = evaluate.evaluate(evaluate.FakeModel(), b, tmp_path / "shared", narrow, n_boot=50,
                             progress=False)
     assert set(res) == {"normal/letter"}
+    recs = evaluate.group_records(tmp_path / "shared" / "predictions.jsonl", "normal/letter")
+    asked = evaluate.select(b.questions, 1)
+    mine = evaluate.group_records(tmp_path / "shared" / "predictions.jsonl", "normal/letter",
+                                  asked)
+    assert len(recs) == 2 * len(b.tasks) and len(mine) == len(asked) == len(b.tasks)
+    assert {r["sample_id"] for r in mine} == {tvbench.sample_id(q) for q in asked}
 
 
 def test_shared_eval_dir_identity(tmp_path, monkeypatch):
