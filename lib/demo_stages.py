@@ -243,9 +243,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from lib import paths
 
-    p = argparse.ArgumentParser(prog="python -m lib.demo_stages", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lib.demo_stages",
+                                description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    q = sub.add_parser("mc-accuracy", help="held-out image multiple-choice accuracy of a checkpoint")
+    q = sub.add_parser("mc-accuracy",
+                       help="held-out image multiple-choice accuracy of a checkpoint")
     q.add_argument("--checkpoint", required=True)
     q.add_argument("--coco", default=None, help="COCO-layout dir (default: the demo's shapes-COCO)")
     q.add_argument("--profile", default="demo", choices=["demo", "smoke"])

@@ -731,13 +731,11 @@ def shared_eval_dir(ms: ModelSpec, data_dir: Path | str) -> Path:
     same checkpoint, adapter and quantization on the same data: sweep rows share their start
     model, so it is evaluated once (later runs resume it; the evaluator's fingerprint still
     guards the folder)."""
-    from lib import paths
-
     key = json.dumps([_identity(ms.checkpoint), _identity(ms.adapter), ms.quantization,
                       str(Path(data_dir).resolve())])
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(ms.checkpoint).name)[:60]
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return paths.outputs_dir() / "04_tvbench_eval" / "_shared" / f"{slug}-{ms.quantization}-{digest}"
+    return shared_frame_cache().parent / f"{slug}-{ms.quantization}-{digest}"
 
 
 def default_checkpoint(profile: str, backbone: str, stage: str, seed: int = 0) -> str:
