@@ -26,15 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lib import assets, evaluate, tvbench  # noqa: E402
+from lib import assets, evaluate, models, tvbench, video  # noqa: E402
 
 
-def naive(model: evaluate.LongVUModel, questions, conditions) -> float:
+def naive(model: models.LongVUModel, questions, conditions) -> float:
     """The reference loop: per question and condition, decode, preprocess, generate, parse."""
     t = time.perf_counter()
     for q in questions:
         for cond, seed in conditions:
-            clip = tvbench.read_clip(q)  # decoded again for every condition
+            clip = video.read_clip(q)  # decoded again for every condition
             frames, _ = tvbench.apply_condition(clip.frames, cond, seed, tvbench.sample_id(q))
             prepared = model.model.preprocess(frames)
             raw = model.generate(prepared, model.prompt(q.question, q.candidates))
@@ -42,7 +42,7 @@ def naive(model: evaluate.LongVUModel, questions, conditions) -> float:
     return time.perf_counter() - t
 
 
-class _Unshared(evaluate.LongVUModel):
+class _Unshared(models.LongVUModel):
     """The adapter without the shared visual embedding: every scorer encodes the video again,
     as a harness that sends each scoring request on its own does."""
 
@@ -53,7 +53,7 @@ class _Unshared(evaluate.LongVUModel):
 def naive_scorers(model, questions, scorings) -> float:
     t = time.perf_counter()
     for q in questions:
-        prepared = model.model.preprocess(tvbench.read_clip(q).frames)
+        prepared = model.model.preprocess(video.read_clip(q).frames)
         evaluate.score_question(model, q, prepared, scorings)
     return time.perf_counter() - t
 
@@ -89,13 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     from lib.longvu.tiny import write_tiny
 
     ckpt = write_tiny(tmp / "tiny", "qwen", "video", "small", 0)
-    model = evaluate.LongVUModel.load(str(ckpt), device="cpu")
+    model = models.LongVUModel.load(str(ckpt), device="cpu")
     bench = tvbench.open_benchmark(tmp / "bench")
     qs = bench.questions
     n = len(qs)
     one = [("normal", None)]
     three = [("normal", None), ("shuffled", 0), ("reversed", None)]
-    clips = [tvbench.read_clip(q) for q in qs[:6]]
+    clips = [video.read_clip(q) for q in qs[:6]]
     print(f"frames per question at 2 fps: {sum(len(c.indices) for c in clips) / len(clips):.1f} "
           f"(of {sum(c.n_frames for c in clips) / len(clips):.0f} decoded-through)")
 

@@ -28,7 +28,6 @@ TABLES = ("tvbench", "finetune", "sweeps", "tvbench_effects")
 SCORING_PREFERENCE = ("paper", "strict", "letter", "option")
 AXES = {"paper-table6": "F", "paper-table7": "S", "paper-table8": "N", "demo-seeds": "SEED"}
 META_KEYS = ("paper_row", "series")
-LLMS = {"qwen": "Qwen2-7B", "llama": "Llama3.2-3B"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,7 +96,7 @@ def evaluations(tv: pd.DataFrame) -> pd.DataFrame:
 
 def infer_llm(model: str) -> str:
     m = model.lower()
-    return next((name for key, name in LLMS.items() if key in m), "?")
+    return next((name for key, name in paper.LLM_NAMES.items() if key in m), "?")
 
 
 def task_columns(df: pd.DataFrame) -> list[str]:

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from lib import paths
+from lib.video import write_video
 
 ASSETS_VERSION = 1
 
@@ -251,7 +252,6 @@ MINI_TASKS = [
     ("object_count", "Object Count", "OC", False, 4),
     ("action_count", "Action Count", "AC", False, 4),
 ]
-ORDERING_TASKS = ("scene_transition", "action_sequence")
 
 
 class _Canvas:
@@ -436,25 +436,6 @@ GENERATORS = {
 }
 
 
-def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
-    """MPEG-4 Part 2 in mp4 with PyAV: FFmpeg's own single-threaded encoder gives the same bytes
-    for the same frames (libx264 was seen to differ between runs under load)."""
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"qscale": "3"}
-        stream.codec_context.qscale = 3
-        stream.codec_context.thread_count = 1
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
 
 def build_minitvbench(out: Path, questions_per_task: int, size: int = 96, fps: int = 8,
                       seed: int = 0) -> dict:
@@ -523,6 +504,14 @@ def build(profile: str = "demo", out: Path | str | None = None, seed: int = 0,
                            "minitvbench": tree_hash(out / "minitvbench")}}
     manifest_file.write_text(json.dumps(manifest, indent=1))
     return manifest
+
+
+def embedded(profile: str) -> dict[str, Path]:
+    """The embedded default of a profile (built on first use; the manifest makes reuse cheap):
+    ``{"coco": shapes-COCO root, "minitvbench": MiniTVBench root}``."""
+    out = paths.demo_assets_dir(profile)
+    manifest = build(profile, out)
+    return {name: out / rel for name, rel in manifest["paths"].items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,10 +30,10 @@ from PIL import Image
 
 from lib import assets
 from lib.coco import CaptionIndex, CocoError
+from lib.tvbench import LETTERS
 
 CAPTION_PROMPT = "Describe the image briefly."
 MC_QUESTION = "Which caption describes the image?"
-LETTERS = "ABCDEFGH"
 VIDEO_SEED_OFFSET = 10_000  # benchmark videos use seeds 0..999 per task
 
 
@@ -167,7 +167,8 @@ STAGE_STEPS = {
 STAGE_LR = {"image": 2e-3, "video": 1e-3}
 
 
-def checkpoint(profile: str, backbone: str = "qwen", stage: str = "image", seed: int = 0) -> Path:
+def checkpoint(profile: str, backbone: str = "qwen", stage: str = "image", seed: int = 0,
+               coco_root: Path | str | None = None) -> Path:
     """The demo's tiny ``stage``-trained checkpoint for a profile, trained on first use.
 
     image: a tiny random LongVU (demo geometry) after the image stage on shapes-COCO;
@@ -190,7 +191,7 @@ def checkpoint(profile: str, backbone: str = "qwen", stage: str = "image", seed:
         start = root / f"{backbone}_random_s{seed}"
         if not (start / "config.json").exists():
             write_tiny(start, backbone, "image", "demo", seed)
-        index = CaptionIndex.from_root(paths.coco_dir(profile), "train")
+        index = CaptionIndex.from_root(coco_root or assets.embedded(profile)["coco"], "train")
         data: tud.Dataset = ImageStageDataset(index, steps * batch, seed=seed)
     else:
         start = checkpoint(profile, backbone, "image", seed)
@@ -241,8 +242,6 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    from lib import paths
-
     p = argparse.ArgumentParser(prog="python -m lib.demo_stages",
                                 description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -255,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--options", type=int, default=4)
     q.add_argument("--seed", type=int, default=7)
     a = p.parse_args(argv)
-    res = image_mc_accuracy(a.checkpoint, a.coco or paths.coco_dir(a.profile), a.n, a.options,
-                            a.seed)
+    coco_root = a.coco or assets.embedded(a.profile)["coco"]
+    res = image_mc_accuracy(a.checkpoint, coco_root, a.n, a.options, a.seed)
     print(json.dumps(res))
     return 0
 

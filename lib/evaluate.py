@@ -37,10 +37,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from lib import tvbench
-from lib.tvbench import Benchmark, Question, Sampler
+from lib import tvbench, video
+from lib.models import VideoQAModel, load_model
+from lib.tvbench import LETTERS, Benchmark, Question
+from lib.video import Sampler
 
-LETTERS = tvbench.LETTERS
 SCORINGS = ("paper", "strict", "letter", "option")
 PAPER_FALLBACK = 2  # option C, what the reference parser answers when it cannot read a letter
 
@@ -83,179 +84,6 @@ def expand_scorings(scorings: Sequence[str]) -> list[str]:
                 raise ValueError(f"unknown scoring {s!r}; choose from {SCORINGS + ('likelihood',)}")
             out.append(p)
     return list(dict.fromkeys(out))
-
-
-# ---------------------------------------------------------------------------------------------
-# Models
-
-
-class VideoQAModel(Protocol):
-    """What the evaluator needs from a model. ``preprocessor()`` returns a picklable
-    CPU-only callable (frames uint8 (T,H,W,3) -> model input) that runs in DataLoader workers."""
-
-    name: str
-
-    def prompt(self, question: str, candidates: Sequence[str]) -> str: ...
-
-    def preprocessor(self) -> Callable[[np.ndarray], Any]: ...
-
-    def generate(self, prepared: Any, prompt: str, max_new_tokens: int = 5) -> str: ...
-
-    def letter_logprobs(self, prepared: Any, prompt: str, letters: Sequence[str]
-                        ) -> list[float]: ...
-
-    def option_logprobs(self, prepared: Any, prompt: str, options: Sequence[str]
-                        ) -> tuple[list[float], list[int]]: ...
-
-
-class _LongVUPreprocess:
-    """Picklable copy of ``LongVU.preprocess(kind="video")`` for DataLoader workers (a test
-    checks it gives the same tensors as the model's own method)."""
-
-    def __init__(self, sizes: tuple[int, int], swap: bool):
-        self.sizes, self.swap = tuple(sizes), swap
-
-    def __call__(self, frames: np.ndarray) -> dict:
-        from lib.longvu.model import preprocess_visual
-
-        return preprocess_visual(frames, "video", self.sizes, self.swap)
-
-
-class LongVUModel:
-    """``lib.longvu.LongVU`` behind the evaluator protocol; prompts come from the checkpoint's
-    own template (``LongVU.prompt``) with LongVU's MVBench multiple-choice text."""
-
-    def __init__(self, model, name: str | None = None):
-        self.model = model
-        self.name = name or Path(str(getattr(model, "source", "longvu"))).name
-        tok = model.tokenizer
-        if tok is None:
-            raise ValueError(f"{self.name}: checkpoint has no tokenizer; the evaluator needs one")
-        self._letter_ids = []
-        for ch in LETTERS[:8]:
-            ids = tok(ch, add_special_tokens=False)["input_ids"]
-            self._letter_ids.append(ids[0])
-        if len(set(self._letter_ids)) != len(self._letter_ids):
-            raise ValueError(f"{self.name}: option letters do not map to distinct first tokens")
-        self._memoize_visual_embedding()
-
-    def _memoize_visual_embedding(self) -> None:
-        """Scorers of one question share one tower + connector pass: LongVU's generate,
-        next_token_logits and sequence_logprob each call ``embed_one(ids, visual)`` with the same
-        prompt and visual input, so the last result is kept (one entry; the visual object is
-        held, so identity cannot be reused by another input)."""
-        embed = type(self.model).embed_one
-        model, last = self.model, {}
-
-        def embed_one(input_ids, visual, trace=None):
-            key = tuple(input_ids)
-            if trace is None and last.get("ids") == key and last.get("visual") is visual:
-                return last["out"]
-            out = embed(model, input_ids, visual, trace)
-            if trace is None:
-                last.update(ids=key, visual=visual, out=out)
-            return out
-
-        model.embed_one = embed_one
-
-    @classmethod
-    def load(cls, path_or_id: str, adapter: str | None = None, device: str = "cpu",
-             quantization: str = "none", dtype=None, name: str | None = None) -> LongVUModel:
-        from lib import longvu
-
-        m = longvu.load(path_or_id, quantization=quantization, dtype=dtype, device=device,
-                        adapter=adapter)
-        label = name or (Path(str(path_or_id)).name + (f"+{Path(adapter).name}" if adapter else ""))
-        return cls(m, label)
-
-    def prompt(self, question: str, candidates: Sequence[str]) -> str:
-        from lib.longvu import prompts
-
-        return self.model.prompt(prompts.mc_user_text(question, candidates))
-
-    def preprocessor(self) -> Callable[[np.ndarray], Any]:
-        return _LongVUPreprocess(self.model.towers.sizes, self.model.flags.legacy_video_size_swap)
-
-    def generate(self, prepared, prompt: str, max_new_tokens: int = 5) -> str:
-        return self.model.generate(prepared, prompt, max_new_tokens=max_new_tokens)
-
-    def letter_logprobs(self, prepared, prompt: str, letters: Sequence[str]) -> list[float]:
-        # LongVU's own: p("X...") + p("(X...") so that a model fine-tuned on "(X) text" targets
-        # is not scored as if it had to answer with a bare letter.
-        return self.model.letter_logprobs(prepared, prompt, list(letters))
-
-    def option_logprobs(self, prepared, prompt: str, options: Sequence[str]
-                        ) -> tuple[list[float], list[int]]:
-        tok = self.model.tokenizer
-        # The option text right after the assistant header, as an answer would start.
-        lps = self.model.sequence_logprob(prepared, prompt, list(options))
-        return lps, [len(tok(o, add_special_tokens=False)["input_ids"]) for o in options]
-
-
-def _fake_preprocess(frames: np.ndarray) -> np.ndarray:
-    """Per-frame mean colour, quantised: order-sensitive and cheap."""
-    return np.round(np.asarray(frames, np.float32).mean(axis=(1, 2)) / 8).astype(np.int16)
-
-
-class FakeModel:
-    """Deterministic stand-in: answers from a hash of the prompt and the frame sequence, so it is
-    sensitive to frame order, and emits a share of unparsable replies to exercise the parser.
-    ``delay`` (seconds per call) makes kill-and-resume tests practical."""
-
-    def __init__(self, kind: str = "hash", delay: float = 0.0):
-        self.name, self.delay = f"fake:{kind}", delay
-
-    def prompt(self, question: str, candidates: Sequence[str]) -> str:
-        lines = "".join(f"({LETTERS[i]}) {c}\n" for i, c in enumerate(candidates))
-        return f"Question: {question}\nOptions:\n{lines}"
-
-    def preprocessor(self) -> Callable[[np.ndarray], Any]:
-        return _fake_preprocess
-
-    def _h(self, prepared, prompt: str, salt: str = "") -> int:
-        if self.delay:
-            time.sleep(self.delay)
-        h = hashlib.sha256(np.asarray(prepared).tobytes() + prompt.encode() + salt.encode())
-        return int.from_bytes(h.digest()[:8], "little")
-
-    def generate(self, prepared, prompt: str, max_new_tokens: int = 5) -> str:
-        k = prompt.count("\n(")
-        h = self._h(prepared, prompt)
-        r = h % 20
-        if r == 0:
-            return "I cannot tell"  # nomatch
-        if r == 1:
-            return "A, maybe"  # regex hit that does not clean up -> fallback
-        return ["{}", "({})", "{}.", "Answer: {}"][h // 20 % 4].format(LETTERS[h // 80 % k])
-
-    def letter_logprobs(self, prepared, prompt: str, letters: Sequence[str]) -> list[float]:
-        rng = np.random.default_rng(self._h(prepared, prompt, "letter"))
-        z = rng.normal(size=len(letters))
-        return (z - np.log(np.exp(z).sum())).tolist()
-
-    def option_logprobs(self, prepared, prompt: str, options: Sequence[str]
-                        ) -> tuple[list[float], list[int]]:
-        rng = np.random.default_rng(self._h(prepared, prompt, "option"))
-        return (-rng.uniform(1, 10, size=len(options))).tolist(), [len(o) for o in options]
-
-
-def load_model(spec: str, adapter: str | None = None, device: str = "auto",
-               quantization: str = "none", dtype: str | None = None) -> VideoQAModel:
-    """``fake:<kind>[?delay=S]`` or a LongVU checkpoint dir / hub id."""
-    if spec.startswith("fake:"):
-        kind, _, q = spec[5:].partition("?")
-        opts = dict(kv.split("=") for kv in q.split("&") if kv)
-        return FakeModel(kind or "hash", float(opts.get("delay", 0)))
-    import torch
-
-    if device == "auto":
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
-        if device.startswith("cuda"):
-            torch.cuda.set_device(local)  # the original eval put every rank on GPU 0
-    tdtype = getattr(torch, dtype) if dtype else None
-    return LongVUModel.load(spec, adapter=adapter, device=device, quantization=quantization,
-                            dtype=tdtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,9 +136,9 @@ class _ClipDataset:
         q = self.questions[i]
         t0 = time.perf_counter()
         if self.frame_cache:
-            clip = tvbench.FrameCache(self.frame_cache).get(q, self.sampler, self.backend)
+            clip = video.FrameCache(self.frame_cache).get(q, self.sampler, self.backend)
         else:
-            clip = tvbench.read_clip(q, self.sampler, self.backend)
+            clip = video.read_clip(q, self.sampler, self.backend)
         t1 = time.perf_counter()
         prepared = {}
         for c, s in self.units:
@@ -684,93 +512,6 @@ def cli_eval(args) -> int:
 # Notebook support: which checkpoints, adapters from notebook 03, figures
 
 
-OFFICIAL = {("qwen", "video"): "Vision-CAIR/LongVU_Qwen2_7B",
-            ("qwen", "image"): "Vision-CAIR/LongVU_Qwen2_7B_img",
-            ("llama", "video"): "Vision-CAIR/LongVU_Llama3_2_3B",
-            ("llama", "image"): "Vision-CAIR/LongVU_Llama3_2_3B_img"}
-LLM_NAME = {"qwen": "Qwen2-7B", "llama": "Llama3.2-3B"}  # as in the paper's tables
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model to evaluate: checkpoint, optional adapter and the quantization it needs."""
-
-    label: str
-    checkpoint: str
-    adapter: str | None = None
-    quantization: str = "none"
-
-    def load(self, device: str = "auto") -> LongVUModel:
-        m = load_model(self.checkpoint, self.adapter, device, self.quantization)
-        m.name = self.label
-        return m
-
-
-def _identity(path_or_id: str | None) -> object:
-    """A local model dir by resolved path plus its files' sizes and mtimes (a retrained
-    checkpoint at the same path gets a new identity); a hub id by itself."""
-    if path_or_id is None:
-        return None
-    p = Path(path_or_id)
-    if not p.exists():
-        return path_or_id
-    files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
-    return [str(p.resolve())] + [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
-
-
-def shared_frame_cache() -> Path:
-    """The decoded-clip cache notebooks 01 and 04 share across runs (``tvbench.FrameCache``
-    keys entries by video file, window and sampler, so sharing is safe)."""
-    from lib import paths
-
-    return paths.outputs_dir() / "04_tvbench_eval" / "_shared" / "frames"
-
-
-def shared_eval_dir(ms: ModelSpec, data_dir: Path | str) -> Path:
-    """Where notebook 04 keeps one model's predictions for reuse by every run that evaluates the
-    same checkpoint, adapter and quantization on the same data: sweep rows share their start
-    model, so it is evaluated once (later runs resume it; the evaluator's fingerprint still
-    guards the folder)."""
-    key = json.dumps([_identity(ms.checkpoint), _identity(ms.adapter), ms.quantization,
-                      str(Path(data_dir).resolve())])
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(ms.checkpoint).name)[:60]
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return shared_frame_cache().parent / f"{slug}-{ms.quantization}-{digest}"
-
-
-def default_checkpoint(profile: str, backbone: str, stage: str, seed: int = 0) -> str:
-    """full: the official checkpoint (local copy under the checkpoints dir, else the hub id);
-    demo/smoke: the tiny image- or video-stage-trained LongVU of ``lib.demo_stages`` (built by
-    notebook 00, trained on first use otherwise); notebook 03 starts from the same file."""
-    from lib import demo_stages, paths
-
-    if profile == "full":
-        repo = OFFICIAL[(backbone, stage)]
-        local = paths.checkpoints_dir() / repo.split("/")[1]
-        return str(local) if local.is_dir() else repo
-    return str(demo_stages.checkpoint(profile, backbone, stage, seed))
-
-
-def resolve_adapter(entry: str, base: str) -> ModelSpec:
-    """An adapter dir (``adapter_config.json`` inside) or a notebook-03 run name (its
-    metrics.json says the adapter or full-model dir, the quantization and the start model)."""
-    from lib import paths
-
-    p = Path(entry)
-    if (p / "adapter_config.json").is_file():
-        return ModelSpec(p.name, base, str(p))
-    run = paths.outputs_dir() / "03_qlora_finetune" / entry / "metrics.json"
-    if not run.is_file():
-        raise FileNotFoundError(f"{entry}: neither an adapter dir (adapter_config.json) nor a "
-                                f"finished notebook-03 run ({run} missing); run notebook 03 "
-                                "with that RUN_NAME first")
-    m = json.loads(run.read_text())
-    if m.get("model_dir"):
-        return ModelSpec(f"03:{entry}", m["model_dir"])
-    quant = "nf4" if m.get("quantization") == "nf4" else "none"
-    return ModelSpec(f"03:{entry}", m.get("start_checkpoint") or base, m["adapter_dir"], quant)
-
-
 def group_records(source: Path | str | list[dict], group: str,
                   questions: Sequence[Question] | None = None) -> list[dict]:
     """The records of one ``condition[@seed]/scoring`` group, e.g. ``shuffled@0/paper``;
@@ -908,11 +649,8 @@ def plot_conditions(summary, title: str = ""):
 # The paper's phenomenon in one table: does pseudo-video training help on ordering tasks, and
 # does the help vanish when the frame order is destroyed?
 
-ORDERING_TASKS = ("scene_transition", "action_sequence", "egocentric_sequence")
-
-
 def ordering_effect(base_src: Path | str, tuned_src: Path | str, bench: Benchmark,
-                    scoring: str, shuffle_seed: int = 0, tasks: Sequence[str] = ORDERING_TASKS,
+                    scoring: str, shuffle_seed: int = 0, tasks: Sequence[str] = tvbench.ORDERING_TASKS,
                     n_boot: int = 2000, seed: int = 0) -> dict[str, dict]:
     """Paired effects on the ordering tasks present: tuned - base under normal order (the gain),
     the same under shuffled frames (what survives without order), and tuned shuffled - normal."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib import coco, paths, tvbench
+from lib import coco, paths, profiles, tvbench
 
 LONGVU_CHECKPOINTS = {  # hub id -> what it is (paper Table 3 rows)
     "Vision-CAIR/LongVU_Qwen2_7B": "video-trained, Qwen2-7B",
@@ -61,7 +61,7 @@ def check_hub_model(repo_id: str, kind: str, about: str, root: Path | None = Non
 
 
 def check_coco(root: Path | None = None) -> Item:
-    root = root or paths.coco_dir("full")
+    root = root or profiles.coco_root("full")
     try:
         capt = coco.captions_path(root, "train")
     except coco.CocoError:
@@ -77,7 +77,7 @@ def check_coco(root: Path | None = None) -> Item:
 
 
 def check_tvbench(root: Path | None = None) -> Item:
-    root = root or paths.benchmark_dir("full")
+    root = root or profiles.benchmark_root("full")
     fetch = tvbench.TVBENCH_DOWNLOAD.format(root=root)
     if not (root / "json").is_dir():
         return Item("benchmark", "TVBench (revised, 2,525 questions)", root, False,

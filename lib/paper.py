@@ -11,6 +11,7 @@ a table into a DataFrame with ``lib.ablations.paper_frame``.
 
 TASKS = ["AC", "OC", "AS", "OS", "ST", "AL", "AA", "UA", "ES", "MD"]
 COLUMNS = TASKS + ["Avg"]
+LLM_NAMES = {"qwen": "Qwen2-7B", "llama": "Llama3.2-3B"}  # backbone -> name in the tables
 
 # Table 3: image-trained vs video-trained LongVU; key (training, LLM, condition).
 TABLE3 = {

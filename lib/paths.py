@@ -45,19 +45,25 @@ def demo_assets_dir(profile: str = "demo") -> Path:
     return data_dir() / "assets" / profile
 
 
-PROFILES = ("demo", "smoke", "full")
-
-
-def coco_dir(profile: str = "demo") -> Path:
-    """COCO-layout captioned images: generated shapes-COCO, or real COCO 2017 for ``full``."""
-    return data_dir() / "coco" if profile == "full" else demo_assets_dir(profile) / "coco"
-
-
-def benchmark_dir(profile: str = "demo") -> Path:
-    """TVBench-layout benchmark: generated MiniTVBench, or real TVBench for ``full``."""
-    return data_dir() / "tvbench" if profile == "full" else demo_assets_dir(profile) / "minitvbench"
-
-
 def checkpoints_dir() -> Path:
     """Local copies of the official LongVU checkpoints and tower weights (full profile)."""
     return data_dir() / "checkpoints"
+
+
+def absolute(path: Path | str) -> Path:
+    """A path as written in a results table or metrics.json: relative ones are relative to the
+    repository root (see ``relative``)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else ROOT / p
+
+
+def relative(path: Path | str) -> str:
+    """A path for a results table: relative to the repository root when inside it, so tables
+    read the same on every machine; hub ids and paths elsewhere are kept as written."""
+    p = Path(path)
+    if not p.is_absolute():
+        return str(path)
+    try:
+        return str(p.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)

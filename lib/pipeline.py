@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lib import paths, runs
+from lib import paths, profiles, runs
 
 
 class NotebookFailed(RuntimeError):
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", required=True,
                     help="notebooks/params/<preset>.yaml, e.g. demo, smoke, full")
     ap.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 02,04")
-    ap.add_argument("--profile", default=None, choices=paths.PROFILES,
+    ap.add_argument("--profile", default=None, choices=profiles.PROFILES,
                     help="for sweep presets (paper-table*): the scale to run the rows at")
     ap.add_argument("--force", action="store_true", help="sweeps: rerun rows already recorded")
     args = ap.parse_args(argv)

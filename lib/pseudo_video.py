@@ -42,6 +42,7 @@ import numpy as np
 import torch.utils.data as tud
 
 from lib.coco import CaptionIndex, CocoError, clean_caption
+from lib.tvbench import LETTERS
 
 QUESTION_TYPES = ("R1", "R2", "R3", "R4", "A1", "A2", "WIO", "TG")
 PAPER_TYPES = ("R1", "R2", "R3", "R4", "A1", "A2")
@@ -54,7 +55,6 @@ ALIASES = {"scenes_descr": "R1", "before_or_after": "R2", "which_first_last": "R
 MIN_SCENES = {"R1": 2, "R2": 2, "R3": 2, "R4": 2, "A1": 1, "A2": 1, "WIO": 2, "TG": 2}
 MODES = ("fixed", "compat")
 SEEDINGS = ("global", "per-rank")
-LETTERS = "ABCDEFGHIJ"
 
 # The paper's best configurations (Table 4), as mix strings for ``parse_mix``.
 PAPER_MIXES = {
@@ -607,19 +607,6 @@ class PseudoVideoSource:
                              jitter_params(rng, sample.num_frames, jitter), size, resample)
 
 
-def coco_root(profile: str, coco_dir: Path | str | None = None) -> Path:
-    """The COCO root for a profile: ``coco_dir`` if given, ``<data>/coco`` for full, else the
-    embedded shapes-COCO (built on first use, then reused)."""
-    from lib import assets, paths
-
-    if coco_dir is not None:
-        return Path(coco_dir)
-    if profile == "full":
-        return paths.data_dir() / "coco"
-    assets.build(profile, paths.demo_assets_dir(profile))  # cached by its manifest
-    return paths.demo_assets_dir(profile) / "coco"
-
-
 def build_source(coco_root: Path | str, split: str = "train", questions: str = "R1", n: int = 1000,
                  s: int = 4, f: int = 5, seed: int = 0, mode: str = "fixed",
                  seeding: str = "global", rank: int = 0) -> PseudoVideoSource:
@@ -728,7 +715,7 @@ def export_tvbench(source: PseudoVideoSource, out: Path | str, n: int | None = N
     """
     from tqdm.auto import tqdm
 
-    from lib.assets import write_video
+    from lib.video import write_video
 
     out = Path(out)
     n = len(source) if n is None else min(n, len(source))

@@ -47,6 +47,8 @@ import numpy as np
 import torch
 import torch.utils.data as tud
 
+from lib.models import pick_device
+
 log = logging.getLogger(__name__)
 
 MODES = ("qlora", "lora", "full")
@@ -216,14 +218,6 @@ def pseudo_video_dataset(cfg: TrainConfig, rank: int = 0) -> tud.Dataset:
 
 # ---------------------------------------------------------------------------------------------
 # Model
-
-
-def _device(cfg: TrainConfig) -> torch.device:
-    if cfg.device:
-        return torch.device(cfg.device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
 
 
 def probe_4bit(device: torch.device) -> tuple[bool, str]:
@@ -564,7 +558,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, dataset: tud.Dataset | 
     elif complete_checkpoints(ckpt_dir) or (run / DONE_FLAG).is_file():
         raise FileExistsError(f"{run} already holds a run; pass resume=True (--resume) to "
                               "continue it, or choose a new --out / RUN_NAME")
-    device = _device(cfg)
+    device = pick_device(cfg.device)
     rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
     if cfg.global_batch % (cfg.micro_batch * world):

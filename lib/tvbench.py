@@ -65,6 +65,10 @@ TVBENCH_TASKS = [
     Task("moving_direction", "Moving Direction", "MD", False, 232, 4),
 ]
 RELEASES = {"tvbench-2525": TVBENCH_TASKS}
+# The tasks whose answer is an order of events: where pseudo-video training should help and frame
+# shuffling should hurt (the paper's headline; MiniTVBench has the first two).
+ORDERING_TASKS = ("scene_transition", "action_sequence", "egocentric_sequence")
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # option letters, in candidate order
 VIDEO_EXTENSIONS = (".mp4", ".MP4", ".avi")
 
 TVBENCH_DOWNLOAD = (
@@ -330,203 +334,9 @@ def load(root: Path | str, tasks: list[str] | None = None, on_missing: str = "er
     return open_benchmark(root, tasks, on_missing, release=None).questions
 
 
-def benchmark_root(profile: str, data_dir: Path | str | None = None) -> Path:
-    """The benchmark for a profile: ``data_dir`` if given, ``<data>/tvbench`` for full, else the
-    embedded MiniTVBench (built on first use, then reused)."""
-    from lib import assets, paths
-
-    if data_dir is not None:
-        return Path(data_dir)
-    if profile == "full":
-        return paths.benchmark_dir("full")
-    assets.build(profile, paths.demo_assets_dir(profile))  # cached by its manifest
-    return paths.benchmark_dir(profile)
-
-
 def sample_id(q: Question) -> str:
     """Stable id of a question within a benchmark: ``<task>/<position in the json>``."""
     return f"{q.task}/{q.index}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Frame sampling and decoding
-
-
-@dataclass(frozen=True)
-class Sampler:
-    """``paper``: every round(fps/2)-th frame (~2 fps, no cap) as in the paper's eval;
-    ``uniform``: ``num_frames`` segment midpoints (the TVBench notebook's protocol)."""
-
-    kind: str = "paper"
-    num_frames: int = 16
-
-    def __post_init__(self):
-        if self.kind not in ("paper", "uniform"):
-            raise ValueError(f"sampler must be 'paper' or 'uniform', got {self.kind!r}")
-
-    @property
-    def spec(self) -> str:
-        return "paper-2fps" if self.kind == "paper" else f"uniform-{self.num_frames}"
-
-    def indices(self, n_frames: int, fps: float, start: float | None = None,
-                end: float | None = None) -> tuple[list[int], str]:
-        if self.kind == "paper":
-            return paper_indices(n_frames, fps, start, end)
-        return uniform_indices(n_frames, fps, self.num_frames, start, end)
-
-
-def _window(n_frames: int, fps: float, start: float | None, end: float | None
-            ) -> tuple[int, int]:
-    """[first, stop) frame range: the whole clip, or the paper's [round(s*fps), min(round(e*fps),
-    n-1)) window (the last frame is never in a bounded window, as in the reference code)."""
-    if start is None or end is None:
-        return 0, n_frames
-    return max(0, round(start * fps)), min(round(end * fps), n_frames - 1)
-
-
-def paper_indices(n_frames: int, fps: float, start: float | None = None,
-                  end: float | None = None) -> tuple[list[int], str]:
-    """``range(first, stop, round(fps/2))`` plus a note for the cases the reference code
-    crashes on (step 0 when fps < 1, an empty window), which here fall back to step 1 / the
-    window's first frame (clamped to the clip) instead."""
-    if n_frames <= 0:
-        raise BenchmarkError("video has no frames; re-download or re-encode it.")
-    note = ""
-    step = round(fps / 2)
-    if step < 1:
-        step, note = 1, "fps<1:step=1"
-    a, b = _window(n_frames, fps, start, end)
-    idx = list(range(a, b, step))
-    if not idx:
-        idx = [min(a, n_frames - 1)]
-        note = (note + ";" if note else "") + "empty-window:first-frame"
-    return idx, note
-
-
-def uniform_indices(n_frames: int, fps: float, num: int, start: float | None = None,
-                    end: float | None = None) -> tuple[list[int], str]:
-    """Midpoints of ``num`` equal segments of the clip or window (repeats if it is shorter)."""
-    if n_frames <= 0:
-        raise BenchmarkError("video has no frames; re-download or re-encode it.")
-    a, b = _window(n_frames, fps, start, end)
-    note = ""
-    if b <= a:
-        a, b, note = min(a, n_frames - 1), min(a, n_frames - 1) + 1, "empty-window:first-frame"
-    seg = (b - a) / num
-    return [min(b - 1, a + int(seg / 2 + seg * i)) for i in range(num)], note
-
-
-@dataclass
-class Clip:
-    frames: np.ndarray  # uint8 (T, H, W, 3) RGB
-    indices: list[int]
-    fps: float
-    n_frames: int
-    note: str = ""
-
-
-def probe(path: Path | str) -> tuple[int, float]:
-    """(frame count, average fps) with PyAV; the count comes from the container or, when the
-    container does not say, from counting packets (what decord's index gives)."""
-    import av
-
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        rate = s.average_rate or s.guessed_rate or s.base_rate
-        fps = float(rate) if rate else 0.0
-        n = int(s.frames or 0)
-        if n <= 0:
-            n = sum(1 for p in c.demux(s) if p.size)
-    if fps <= 0:
-        raise BenchmarkError(f"{path}: no frame rate in the container; re-encode it.")
-    return n, fps
-
-
-def decode_frames(path: Path | str, indices: Sequence[int]) -> tuple[np.ndarray, str]:
-    """RGB frames at ``indices`` (sequential PyAV decode, stops after the last one needed).
-    If the stream holds fewer frames than its header claimed, the missing tail indices repeat
-    the last decoded frame and the note says so."""
-    import av
-
-    want = sorted(set(indices))
-    last = want[-1]
-    got: dict[int, np.ndarray] = {}
-    final = None
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]  # no frame threading: workers give the parallelism (it cost
-        for i, fr in enumerate(c.decode(s)):  # 1.7x per clip on a busy 2-core machine)
-            if i in want or i == last:
-                got[i] = fr.to_ndarray(format="rgb24")
-            final = (i, fr)
-            if i >= last:
-                break
-    if final is None:
-        raise BenchmarkError(f"{path}: no frame could be decoded; re-download or re-encode it.")
-    note = ""
-    if final[0] < last:
-        tail = got.get(final[0]) if final[0] in got else final[1].to_ndarray(format="rgb24")
-        for i in want:
-            got.setdefault(i, tail)
-        note = f"short-stream:{final[0] + 1}"
-    return np.stack([got[i] for i in indices]), note
-
-
-def decode_frames_decord(path: Path | str, indices: Sequence[int]) -> np.ndarray:
-    """The reference code's decoder (optional: ``pip install decord``)."""
-    from decord import VideoReader, cpu  # lazy: decord is optional
-
-    vr = VideoReader(str(path), ctx=cpu(0), num_threads=1)
-    return vr.get_batch(list(indices)).asnumpy()
-
-
-def read_clip(q: Question, sampler: Sampler = Sampler(), backend: str = "pyav") -> Clip:
-    """Sample and decode one question's frames (window for bounded tasks)."""
-    if backend == "decord":
-        from decord import VideoReader, cpu
-
-        vr = VideoReader(str(q.video_path), ctx=cpu(0), num_threads=1)
-        n, fps = len(vr), float(vr.get_avg_fps())
-        idx, note = sampler.indices(n, fps, q.start, q.end)
-        return Clip(vr.get_batch(idx).asnumpy(), idx, fps, n, note)
-    n, fps = probe(q.video_path)
-    idx, note = sampler.indices(n, fps, q.start, q.end)
-    frames, dnote = decode_frames(q.video_path, idx)
-    return Clip(frames, idx, fps, n, ";".join(x for x in (note, dnote) if x))
-
-
-class FrameCache:
-    """Sampled clips on disk (``.npz`` per question), shared by runs, conditions and scorers.
-
-    The key covers the file (path, size, mtime), the window and the sampler, so an edited
-    video or another sampler never hits a stale entry. Safe with several DataLoader workers
-    (atomic rename). Real TVBench at 2 fps is tens of GB: point it at a large disk.
-    """
-
-    def __init__(self, directory: Path | str):
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
-
-    def key(self, q: Question, sampler: Sampler) -> str:
-        st = q.video_path.stat()
-        raw = f"{q.video_path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{q.start}|{q.end}|" \
-              f"{sampler.spec}"
-        return hashlib.sha1(raw.encode()).hexdigest()
-
-    def get(self, q: Question, sampler: Sampler, backend: str = "pyav") -> Clip:
-        f = self.dir / f"{self.key(q, sampler)}.npz"
-        if f.exists():
-            try:
-                z = np.load(f, allow_pickle=False)
-                return Clip(z["frames"], z["indices"].tolist(), float(z["fps"]),
-                            int(z["n_frames"]), str(z["note"]))
-            except (OSError, ValueError, KeyError):
-                pass  # a torn file from a killed run: decode again
-        clip = read_clip(q, sampler, backend)
-        tmp = f.with_name(f"{f.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, frames=clip.frames, indices=np.asarray(clip.indices), fps=clip.fps,
-                 n_frames=clip.n_frames, note=clip.note)
-        os.replace(tmp, f)
-        return clip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -630,8 +440,6 @@ def read_predictions(path: Path | str) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # Metrics
 
-
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def _frame(records: list[dict], bench: Benchmark | None):

@@ -33,6 +33,9 @@ import pandas as pd
 from IPython.display import display
 
 import lib.evaluate
+import lib.models
+import lib.paper
+import lib.profiles
 import lib.plots
 import lib.runs
 import lib.tvbench
@@ -58,8 +61,8 @@ TORCH_THREADS = None  # torch CPU threads while scoring (None: torch's default; 
 
 # %%
 run = lib.runs.start("01_image_only_eval", RUN_NAME, lib.runs.notebook_params(globals()))
-data_dir = lib.tvbench.benchmark_root(PROFILE, DATA_DIR)
-llm = lib.evaluate.LLM_NAME[BACKBONE]
+data_dir = lib.profiles.benchmark_root(PROFILE, DATA_DIR)
+llm = lib.paper.LLM_NAMES[BACKBONE]
 
 # %% [markdown]
 # ## 1. The benchmark
@@ -80,8 +83,8 @@ print(f"{data_dir}: {len(bench.questions)} questions, release check: {bench.rele
 
 # %%
 models = {
-    stage: lib.evaluate.ModelSpec(
-        f"{stage}-trained", ckpt or lib.evaluate.default_checkpoint(PROFILE, BACKBONE, stage, SEED))
+    stage: lib.models.ModelSpec(
+        f"{stage}-trained", ckpt or lib.profiles.start_checkpoint(PROFILE, BACKBONE, stage, SEED))
     for stage, ckpt in (("image", IMAGE_CHECKPOINT), ("video", VIDEO_CHECKPOINT))
 }
 display(pd.DataFrame([{"model": s.label, "checkpoint": s.checkpoint} for s in models.values()]))
@@ -95,7 +98,7 @@ display(pd.DataFrame([{"model": s.label, "checkpoint": s.checkpoint} for s in mo
 # %%
 spec = lib.evaluate.EvalSpec(
     conditions=("normal", "shuffled"), seeds=tuple(SHUFFLE_SEEDS), scorings=(SCORING,),
-    limit=LIMIT, frame_cache=str(lib.evaluate.shared_frame_cache()) if FRAME_CACHE else None,
+    limit=LIMIT, frame_cache=str(lib.profiles.shared_frame_cache()) if FRAME_CACHE else None,
     threads=TORCH_THREADS, **({"num_workers": WORKERS} if WORKERS is not None else {}))
 results = {}
 for stage, ms in models.items():

@@ -29,6 +29,7 @@ from IPython.display import display
 
 import lib.coco
 import lib.paths
+import lib.profiles
 import lib.plots
 import lib.preview
 import lib.pseudo_video as pv
@@ -56,7 +57,7 @@ INTERACTIVE = True  # build the ipywidgets player (papermill presets set False)
 
 # %%
 run = lib.runs.start("02_pseudo_videos", RUN_NAME, lib.runs.notebook_params(globals()))
-root = pv.coco_root(PROFILE, COCO_DIR)
+root = lib.profiles.coco_root(PROFILE, COCO_DIR)
 size = tuple(SIZE) if SIZE else None
 
 # %% [markdown]

@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-import lib.evaluate
+import lib.profiles
 import lib.longvu
 import lib.paths
 import lib.plots
@@ -71,8 +71,8 @@ run = lib.runs.start("03_qlora_finetune", RUN_NAME, lib.runs.notebook_params(glo
 # stands in (`lib.demo_stages`).
 
 # %%
-start = START_CHECKPOINT or lib.evaluate.default_checkpoint(PROFILE, BACKBONE, START_STAGE, SEED)
-coco = pv.coco_root(PROFILE, COCO_DIR)
+start = START_CHECKPOINT or lib.profiles.start_checkpoint(PROFILE, BACKBONE, START_STAGE, SEED)
+coco = lib.profiles.coco_root(PROFILE, COCO_DIR)
 print("start checkpoint:", start, "\nCOCO:", coco)
 
 # %% [markdown]

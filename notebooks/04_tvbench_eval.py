@@ -34,6 +34,9 @@ import pandas as pd
 from IPython.display import display
 
 import lib.evaluate
+import lib.models
+import lib.paper
+import lib.profiles
 import lib.plots
 import lib.runs
 import lib.tvbench
@@ -62,7 +65,7 @@ SHARE_BASE_EVAL = True  # evaluate the base once for every run on the same start
 
 # %%
 run = lib.runs.start("04_tvbench_eval", RUN_NAME, lib.runs.notebook_params(globals()))
-data_dir = lib.tvbench.benchmark_root(PROFILE, DATA_DIR)
+data_dir = lib.profiles.benchmark_root(PROFILE, DATA_DIR)
 
 # %% [markdown]
 # ## 1. The benchmark
@@ -81,10 +84,10 @@ print(f"{data_dir}: {len(bench.questions)} questions in {len(bench.tasks)} tasks
 # checkpoint, quantization and data resumes them instead of evaluating the base again.
 
 # %%
-base_ckpt = BASE_CHECKPOINT or lib.evaluate.default_checkpoint(PROFILE, BACKBONE, BASE_STAGE, SEED)
-tuned = [lib.evaluate.resolve_adapter(a, base_ckpt) for a in ADAPTERS]
+base_ckpt = BASE_CHECKPOINT or lib.profiles.start_checkpoint(PROFILE, BACKBONE, BASE_STAGE, SEED)
+tuned = [lib.profiles.resolve_adapter(a, base_ckpt) for a in ADAPTERS]
 base_quant = tuned[0].quantization if tuned else "none"
-models = [lib.evaluate.ModelSpec("base" + (" (nf4)" if base_quant == "nf4" else ""), base_ckpt,
+models = [lib.models.ModelSpec("base" + (" (nf4)" if base_quant == "nf4" else ""), base_ckpt,
                                  None, base_quant)] + tuned
 if not tuned:
     print("No adapters were given (ADAPTERS = []): evaluating the base model only, under every "
@@ -97,11 +100,11 @@ display(pd.DataFrame([vars(m) for m in models]))
 # %%
 spec = lib.evaluate.EvalSpec(
     conditions=tuple(CONDITIONS), seeds=tuple(SHUFFLE_SEEDS), scorings=tuple(SCORINGS),
-    limit=LIMIT, frame_cache=str(lib.evaluate.shared_frame_cache()) if FRAME_CACHE else None,
+    limit=LIMIT, frame_cache=str(lib.profiles.shared_frame_cache()) if FRAME_CACHE else None,
     threads=TORCH_THREADS, **({"num_workers": WORKERS} if WORKERS is not None else {}))
 results, run_dirs = {}, {}
 for i, ms in enumerate(models):
-    run_dirs[ms.label] = (lib.evaluate.shared_eval_dir(ms, data_dir) if i == 0 and SHARE_BASE_EVAL
+    run_dirs[ms.label] = (lib.profiles.shared_eval_dir(ms, data_dir) if i == 0 and SHARE_BASE_EVAL
                           else run.path("eval", f"m{i}"))
     model = ms.load()
     results[ms.label] = lib.evaluate.evaluate(model, bench, run_dirs[ms.label], spec,

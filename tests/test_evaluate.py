@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from lib import evaluate, paths, tvbench
+from lib import evaluate, models, paths, profiles, tvbench, video
 
 PY = sys.executable
 TORCHRUN = os.path.join(os.path.dirname(PY), "torchrun")
@@ -71,7 +71,7 @@ def test_run_records_and_counts(bench, tmp_path):
     spec = evaluate.EvalSpec(conditions=("normal", "shuffled", "blind"), seeds=(0, 1),
                              scorings=("paper", "strict", "likelihood"), limit=3,
                              num_workers=0)
-    res = evaluate.evaluate(evaluate.FakeModel(), b, tmp_path / "run", spec, n_boot=100,
+    res = evaluate.evaluate(models.FakeModel(), b, tmp_path / "run", spec, n_boot=100,
                             progress=False)
     assert set(res) == {f"{u}/{s}" for u in ("normal", "shuffled@0", "shuffled@1", "blind")
                         for s in ("paper", "strict", "letter", "option")}
@@ -97,26 +97,26 @@ def test_run_records_and_counts(bench, tmp_path):
 def test_rerun_skips_and_refuses_other_config(bench, tmp_path):
     b = tvbench.open_benchmark(bench)
     spec = evaluate.EvalSpec(limit=2, num_workers=0)
-    st = evaluate.run(evaluate.FakeModel(), b, tmp_path / "r", spec, progress=False)
+    st = evaluate.run(models.FakeModel(), b, tmp_path / "r", spec, progress=False)
     assert st["todo"] == 12
-    st = evaluate.run(evaluate.FakeModel(), b, tmp_path / "r", spec, progress=False)
+    st = evaluate.run(models.FakeModel(), b, tmp_path / "r", spec, progress=False)
     assert st["todo"] == 0 and st["records"] == 0
     wider = evaluate.EvalSpec(limit=2, num_workers=0, scorings=("paper", "letter"))
-    st = evaluate.run(evaluate.FakeModel(), b, tmp_path / "r", wider, progress=False)
+    st = evaluate.run(models.FakeModel(), b, tmp_path / "r", wider, progress=False)
     assert st["todo"] == 12 and st["records"] == 12  # only the new scoring
     with pytest.raises(tvbench.BenchmarkError, match=r"different \['sampler'\]"):
-        evaluate.run(evaluate.FakeModel(), b, tmp_path / "r",
-                     evaluate.EvalSpec(sampler=tvbench.Sampler("uniform", 4)), progress=False)
+        evaluate.run(models.FakeModel(), b, tmp_path / "r",
+                     evaluate.EvalSpec(sampler=video.Sampler("uniform", 4)), progress=False)
 
 
 def test_shared_folder_returns_only_the_runs_groups(bench, tmp_path):
     b = tvbench.open_benchmark(bench)
     wide = evaluate.EvalSpec(conditions=("normal", "shuffled"), scorings=("paper", "letter"),
                              limit=2, num_workers=0)
-    evaluate.evaluate(evaluate.FakeModel(), b, tmp_path / "shared", wide, n_boot=50,
+    evaluate.evaluate(models.FakeModel(), b, tmp_path / "shared", wide, n_boot=50,
                       progress=False)
     narrow = evaluate.EvalSpec(scorings=("letter",), limit=2, num_workers=0)
-    res = evaluate.evaluate(evaluate.FakeModel(), b, tmp_path / "shared", narrow, n_boot=50,
+    res = evaluate.evaluate(models.FakeModel(), b, tmp_path / "shared", narrow, n_boot=50,
                             progress=False)
     assert set(res) == {"normal/letter"}
     recs = evaluate.group_records(tmp_path / "shared" / "predictions.jsonl", "normal/letter")
@@ -132,32 +132,32 @@ def test_shared_eval_dir_identity(tmp_path, monkeypatch):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     (ckpt / "model.safetensors").write_bytes(b"v1")
-    spec = evaluate.ModelSpec("base", str(ckpt))
-    d = evaluate.shared_eval_dir(spec, tmp_path / "bench")
+    spec = models.ModelSpec("base", str(ckpt))
+    d = profiles.shared_eval_dir(spec, tmp_path / "bench")
     assert d.parent == tmp_path / "out" / "04_tvbench_eval" / "_shared"
-    assert evaluate.shared_frame_cache() == d.parent / "frames"
-    assert d == evaluate.shared_eval_dir(evaluate.ModelSpec("renamed", str(ckpt)),
+    assert profiles.shared_frame_cache() == d.parent / "frames"
+    assert d == profiles.shared_eval_dir(models.ModelSpec("renamed", str(ckpt)),
                                          tmp_path / "bench")  # the label does not matter
-    others = [evaluate.shared_eval_dir(evaluate.ModelSpec("base", str(ckpt), None, "nf4"),
+    others = [profiles.shared_eval_dir(models.ModelSpec("base", str(ckpt), None, "nf4"),
                                        tmp_path / "bench"),
-              evaluate.shared_eval_dir(spec, tmp_path / "other_bench"),
-              evaluate.shared_eval_dir(evaluate.ModelSpec("base", "Vision-CAIR/x"),
+              profiles.shared_eval_dir(spec, tmp_path / "other_bench"),
+              profiles.shared_eval_dir(models.ModelSpec("base", "Vision-CAIR/x"),
                                        tmp_path / "bench")]
     assert len({d, *others}) == 4
     (ckpt / "model.safetensors").write_bytes(b"retrained")  # same path, new weights
-    assert evaluate.shared_eval_dir(spec, tmp_path / "bench") != d
+    assert profiles.shared_eval_dir(spec, tmp_path / "bench") != d
 
 
 def test_torn_line_is_redone(bench, tmp_path):
     b = tvbench.open_benchmark(bench)
     spec = evaluate.EvalSpec(limit=2, num_workers=0)
-    ref = evaluate.evaluate(evaluate.FakeModel(), b, tmp_path / "ref", spec, n_boot=200,
+    ref = evaluate.evaluate(models.FakeModel(), b, tmp_path / "ref", spec, n_boot=200,
                             progress=False)
-    evaluate.run(evaluate.FakeModel(), b, tmp_path / "r", spec, progress=False)
+    evaluate.run(models.FakeModel(), b, tmp_path / "r", spec, progress=False)
     f = tmp_path / "r" / "predictions.jsonl"
     lines = f.read_text().splitlines(keepends=True)
     f.write_text("".join(lines[:5]) + lines[5][:40])  # killed in the middle of a write
-    st = evaluate.run(evaluate.FakeModel(), b, tmp_path / "r", spec, progress=False)
+    st = evaluate.run(models.FakeModel(), b, tmp_path / "r", spec, progress=False)
     assert st["todo"] == 7
     res = evaluate.finalize(tmp_path / "r", b, n_boot=200, limit=2)
     assert res == ref
@@ -269,10 +269,10 @@ def test_longvu_adapter_matches_model(tiny_ckpt, bench):
 
     from lib import longvu
 
-    m = evaluate.LongVUModel.load(str(tiny_ckpt))
+    m = models.LongVUModel.load(str(tiny_ckpt))
     raw = longvu.load(str(tiny_ckpt))  # no shared-embedding memo: the reference
     q = tvbench.load(bench)[0]
-    clip = tvbench.read_clip(q)
+    clip = video.read_clip(q)
     a = m.preprocessor()(clip.frames)
     b = raw.preprocess(clip.frames)
     assert torch.equal(a["siglip"], b["siglip"]) and torch.equal(a["dino"], b["dino"])
@@ -321,22 +321,22 @@ def test_adapters_resolve_and_evaluate(tiny_ckpt, bench, tmp_path):
     peft = get_peft_model(m.decoder, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
                                                 init_lora_weights=False))
     peft.save_pretrained(str(tmp_path / "adapter"))
-    spec = evaluate.resolve_adapter(str(tmp_path / "adapter"), str(tiny_ckpt))
+    spec = profiles.resolve_adapter(str(tmp_path / "adapter"), str(tiny_ckpt))
     assert spec.adapter == str(tmp_path / "adapter") and spec.checkpoint == str(tiny_ckpt)
     run03 = paths.outputs_dir() / "03_qlora_finetune" / "unit"
     run03.mkdir(parents=True, exist_ok=True)
     (run03 / "metrics.json").write_text(json.dumps({
         "adapter_dir": str(tmp_path / "adapter"), "quantization": "none",
         "start_checkpoint": str(tiny_ckpt)}))
-    assert evaluate.resolve_adapter("unit", "elsewhere") == evaluate.ModelSpec(
+    assert profiles.resolve_adapter("unit", "elsewhere") == models.ModelSpec(
         "03:unit", str(tiny_ckpt), str(tmp_path / "adapter"), "none")
     with pytest.raises(FileNotFoundError, match="notebook-03 run"):
-        evaluate.resolve_adapter("never-ran", str(tiny_ckpt))
+        profiles.resolve_adapter("never-ran", str(tiny_ckpt))
     b = tvbench.open_benchmark(bench)
     q = b.questions[0]
-    base = evaluate.ModelSpec("base", str(tiny_ckpt)).load("cpu")
+    base = models.ModelSpec("base", str(tiny_ckpt)).load("cpu")
     tuned = spec.load("cpu")
-    frames = tvbench.read_clip(q).frames
+    frames = video.read_clip(q).frames
     prep = base.preprocessor()(frames)
     p = base.prompt(q.question, q.candidates)
     assert not np.allclose(base.letter_logprobs(prep, p, "ABCD"),

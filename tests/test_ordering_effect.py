@@ -4,20 +4,20 @@ import json
 
 import pytest
 
-from lib import evaluate, runs, tvbench
+from lib import evaluate, models, runs, tvbench
 
 
 def test_ordering_effect_sees_a_gain_that_shuffling_removes(smoke_assets, tmp_path):
     bench = tvbench.open_benchmark(smoke_assets / "minitvbench")
     spec = evaluate.EvalSpec(conditions=("normal", "shuffled"), seeds=(0,), scorings=("letter",),
                              num_workers=0)
-    evaluate.run(evaluate.FakeModel(), bench, tmp_path / "base", spec, progress=False)
+    evaluate.run(models.FakeModel(), bench, tmp_path / "base", spec, progress=False)
     base = tvbench.read_predictions(tmp_path / "base" / "predictions.jsonl")
     # A "tuned" model: right on every normal-order ordering question, otherwise the base.
     tuned = []
     for r in base:
         r = dict(r)
-        if r["condition"] == "normal" and r["task"] in evaluate.ORDERING_TASKS:
+        if r["condition"] == "normal" and r["task"] in tvbench.ORDERING_TASKS:
             r["pred_index"] = r["answer_index"]
         tuned.append(r)
     (tmp_path / "tuned").mkdir()
@@ -39,7 +39,7 @@ def test_ordering_effect_sees_a_gain_that_shuffling_removes(smoke_assets, tmp_pa
 def test_ordering_effect_needs_the_shuffled_condition(smoke_assets, tmp_path):
     bench = tvbench.open_benchmark(smoke_assets / "minitvbench")
     spec = evaluate.EvalSpec(conditions=("normal",), scorings=("letter",), num_workers=0)
-    evaluate.run(evaluate.FakeModel(), bench, tmp_path / "a", spec, progress=False)
+    evaluate.run(models.FakeModel(), bench, tmp_path / "a", spec, progress=False)
     src = tmp_path / "a" / "predictions.jsonl"
     with pytest.raises(ValueError, match="no shuffled@0/letter predictions"):
         evaluate.ordering_effect(src, src, bench, "letter", n_boot=50)

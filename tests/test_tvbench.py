@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from lib import paths, tvbench
-from lib.assets import write_video
+from lib import paths, tvbench, video
+from lib.video import write_video
 
 
 # --- a hand-made TVBench-layout fixture with the edge cases -----------------------------------
@@ -75,34 +75,34 @@ def test_loader_edge_cases(edge_bench):
 
 def test_paper_sampling_protocol(edge_bench):
     qs = {q.question: q for q in tvbench.load(edge_bench)}
-    s = tvbench.Sampler("paper")
+    s = video.Sampler("paper")
     # as1: 30 frames at 25 fps, window [round(0.2*25)=5, min(25, 29)) step round(12.5)=12
-    clip = tvbench.read_clip(qs["q0"], s)
+    clip = video.read_clip(qs["q0"], s)
     assert clip.indices == [5, 17] and clip.fps == pytest.approx(25)
     assert np.abs(clip.frames.mean(axis=(1, 2, 3)) - 8 * np.array([5, 17])).max() < 3
     # al1: 24 frames at 8 fps, [4, 20) step 4
-    assert tvbench.read_clip(qs["q2"], s).indices == [4, 8, 12, 16]
+    assert video.read_clip(qs["q2"], s).indices == [4, 8, 12, 16]
     # unbounded: the whole clip, range(0, n, step)
-    assert tvbench.read_clip(qs["q3"], s).indices == [0, 4, 8, 12]
-    assert tvbench.read_clip(qs["q6"], s).indices == [0, 4, 8]  # .avi
+    assert video.read_clip(qs["q3"], s).indices == [0, 4, 8, 12]
+    assert video.read_clip(qs["q6"], s).indices == [0, 4, 8]  # .avi
     # fps 1: the reference divides by round(0.5) = 0; here step 1, noted
-    c = tvbench.read_clip(qs["q5"], s)
+    c = video.read_clip(qs["q5"], s)
     assert c.indices == list(range(6)) and "fps<1" in c.note
     # window beyond the clip: one frame (the last), noted, never an empty stack
-    c = tvbench.read_clip(qs["q1"], s)
+    c = video.read_clip(qs["q1"], s)
     assert c.indices == [23] and "empty-window" in c.note and len(c.frames) == 1
 
 
 def test_index_functions():
-    assert tvbench.paper_indices(100, 30)[0] == list(range(0, 100, 15))
-    assert tvbench.paper_indices(100, 29.97)[0] == list(range(0, 100, 15))
-    assert tvbench.paper_indices(100, 30, 1.0, 2.0)[0] == [30, 45]
-    assert tvbench.paper_indices(50, 30, 1.0, 5.0)[0] == [30, 45]  # end clamped to n-1
-    idx, _ = tvbench.uniform_indices(160, 8, 16)
+    assert video.paper_indices(100, 30)[0] == list(range(0, 100, 15))
+    assert video.paper_indices(100, 29.97)[0] == list(range(0, 100, 15))
+    assert video.paper_indices(100, 30, 1.0, 2.0)[0] == [30, 45]
+    assert video.paper_indices(50, 30, 1.0, 5.0)[0] == [30, 45]  # end clamped to n-1
+    idx, _ = video.uniform_indices(160, 8, 16)
     assert idx == [5 + 10 * i for i in range(16)]
-    idx, _ = tvbench.uniform_indices(160, 8, 4, 2.0, 6.0)
+    idx, _ = video.uniform_indices(160, 8, 4, 2.0, 6.0)
     assert idx == [20, 28, 36, 44] and all(16 <= i < 48 for i in idx)
-    assert tvbench.Sampler("uniform", 8).indices(3, 8)[0] == [0, 0, 0, 1, 1, 2, 2, 2]
+    assert video.Sampler("uniform", 8).indices(3, 8)[0] == [0, 0, 0, 1, 1, 2, 2, 2]
 
 
 def test_missing_video_error_lists_all_and_skip_counts(edge_bench, tmp_path):
@@ -160,12 +160,12 @@ def test_conditions():
 
 def test_frame_cache_roundtrip(edge_bench, tmp_path):
     q = tvbench.load(edge_bench)[0]
-    cache = tvbench.FrameCache(tmp_path / "cache")
-    a = cache.get(q, tvbench.Sampler())
+    cache = video.FrameCache(tmp_path / "cache")
+    a = cache.get(q, video.Sampler())
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
-    b = cache.get(q, tvbench.Sampler())
+    b = cache.get(q, video.Sampler())
     assert np.array_equal(a.frames, b.frames) and a.indices == b.indices
-    cache.get(q, tvbench.Sampler("uniform", 4))
+    cache.get(q, video.Sampler("uniform", 4))
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
 
 
