@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lib import assets, evaluate, models, tvbench, video  # noqa: E402
+from lib import assets, config, evaluate, models, tvbench, video  # noqa: E402
 
 
 def naive(model: models.LongVUModel, questions, conditions) -> float:
@@ -60,7 +60,7 @@ def naive_scorers(model, questions, scorings) -> float:
 
 def ours(model, bench, out: Path, conditions, workers: int, threads: int, limit: int,
          frame_cache: str | None = None, scorings=("paper",)) -> tuple[float, dict]:
-    spec = evaluate.EvalSpec(conditions=tuple(dict.fromkeys(c for c, _ in conditions)),
+    spec = config.EvalSpec(conditions=tuple(dict.fromkeys(c for c, _ in conditions)),
                              seeds=(0,), scorings=scorings, limit=limit, num_workers=workers,
                              threads=threads, frame_cache=frame_cache)
     t = time.perf_counter()
@@ -71,7 +71,7 @@ def ours(model, bench, out: Path, conditions, workers: int, threads: int, limit:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--questions", type=int, default=8, help="per task (6 tasks)")
-    ap.add_argument("--workers", type=int, default=evaluate.default_workers())
+    ap.add_argument("--workers", type=int, default=config.default_workers())
     ap.add_argument("--threads", type=int, default=1, help="torch threads for both loops")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--fps", type=int, default=16)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lib import paths
+from lib import paths, tvbench
 from lib.video import write_video
 
 ASSETS_VERSION = 1
@@ -442,11 +442,10 @@ def build_minitvbench(out: Path, questions_per_task: int, size: int = 96, fps: i
     """Write MiniTVBench in TVBench layout; returns questions per task."""
     from tqdm.auto import tqdm
 
-    (out / "json").mkdir(parents=True, exist_ok=True)
-    meta, counts = [], {}
+    tasks, items = [], {}
     for t_idx, (key, name, abbr, bound, n_opts) in enumerate(MINI_TASKS):
         rng = random.Random(seed * 1000 + t_idx)
-        items = []
+        its = []
         # Slot i fixes the answer letter (i % n_opts) and, for the class-balanced tasks, the class;
         # the slot order is then shuffled so neighbouring questions do not share letters.
         slots = list(range(questions_per_task))
@@ -456,16 +455,13 @@ def build_minitvbench(out: Path, questions_per_task: int, size: int = 96, fps: i
             rng.shuffle(wrong)
             cands = wrong[:letter] + [right] + wrong[letter:]
             video = f"{key}_{i:04d}.mp4"
-            write_video(out / "video" / key / video, frames, fps)
-            items.append({"video": video, "question": q, "candidates": cands, "answer": right,
-                          **extra})
-        rng.shuffle(items)
-        (out / "json" / f"{key}.json").write_text(json.dumps(items, indent=1))
-        meta.append({"key": key, "name": name, "abbr": abbr, "bound": bound,
-                     "n": questions_per_task, "num_options": n_opts})
-        counts[key] = len(items)
-    (out / "tasks.json").write_text(json.dumps(meta, indent=1))
-    return counts
+            write_video(tvbench.video_path(out, key, video), frames, fps)
+            its.append({"video": video, "question": q, "candidates": cands, "answer": right,
+                        **extra})
+        rng.shuffle(its)
+        items[key] = its
+        tasks.append(tvbench.Task(key, name, abbr, bound, questions_per_task, n_opts))
+    return tvbench.write_benchmark(out, tasks, items)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from lib import tvbench, video
+from lib.config import EvalSpec, default_workers
 from lib.models import VideoQAModel, load_model
 from lib.tvbench import LETTERS, Benchmark, Question
 from lib.video import Sampler
@@ -170,28 +171,6 @@ def _loader(ds: _ClipDataset, num_workers: int):
 
 # ---------------------------------------------------------------------------------------------
 # The runner
-
-
-@dataclass
-class EvalSpec:
-    conditions: tuple[str, ...] = ("normal",)
-    seeds: tuple[int, ...] = (0,)
-    scorings: tuple[str, ...] = ("paper",)
-    sampler: Sampler = field(default_factory=Sampler)
-    max_new_tokens: int = 5
-    limit: int | None = None  # first N questions of each task
-    num_workers: int = field(default_factory=lambda: default_workers())
-    frame_cache: str | None = None
-    backend: str = "pyav"
-    threads: int | None = None  # torch intra-op threads while running (1 suits tiny CPU models)
-
-    def units(self) -> list[tuple[str, int | None]]:
-        return tvbench.condition_units(self.conditions, self.seeds)
-
-
-def default_workers() -> int:
-    """Decode workers: leave one core to the model (0 = decode in the main process)."""
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
 def select(questions: list[Question], limit: int | None) -> list[Question]:

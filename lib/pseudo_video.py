@@ -42,7 +42,9 @@ import numpy as np
 import torch.utils.data as tud
 
 from lib.coco import CaptionIndex, CocoError, clean_caption
+from lib import tvbench
 from lib.tvbench import LETTERS
+from lib.video import write_video
 
 QUESTION_TYPES = ("R1", "R2", "R3", "R4", "A1", "A2", "WIO", "TG")
 PAPER_TYPES = ("R1", "R2", "R3", "R4", "A1", "A2")
@@ -715,8 +717,6 @@ def export_tvbench(source: PseudoVideoSource, out: Path | str, n: int | None = N
     """
     from tqdm.auto import tqdm
 
-    from lib.video import write_video
-
     out = Path(out)
     n = len(source) if n is None else min(n, len(source))
     items: dict[str, list[dict]] = {}
@@ -727,21 +727,17 @@ def export_tvbench(source: PseudoVideoSource, out: Path | str, n: int | None = N
         frames = np.pad(frames, pad)  # yuv420p needs even sides
         task = f"{task_prefix}{s.question_type}"
         video = f"{task}_{i:06d}.mp4"
-        write_video(out / "video" / task / video, frames, fps)
+        write_video(tvbench.video_path(out, task, video), frames, fps)
         items.setdefault(task, []).append({
             "video": video, "question": s.question, "candidates": s.options,
             "answer": s.options[s.answer_index], "question_type": s.question_type,
             "sample_id": i, "image_ids": s.image_ids, "frame_counts": s.frame_counts,
             "mode": s.mode})
-    (out / "json").mkdir(parents=True, exist_ok=True)
-    meta = []
-    for task, its in items.items():
-        (out / "json" / f"{task}.json").write_text(json.dumps(its, indent=1))
-        meta.append({"key": task, "name": f"Pseudo-video {task[len(task_prefix):]}",
-                     "abbr": task[len(task_prefix):], "bound": False, "n": len(its),
-                     "num_options": max(len(x["candidates"]) for x in its)})
-    (out / "tasks.json").write_text(json.dumps(meta, indent=1))
-    return {t: len(v) for t, v in items.items()}
+    tasks = [tvbench.Task(task, f"Pseudo-video {task[len(task_prefix):]}",
+                          task[len(task_prefix):], False, len(its),
+                          max(len(x["candidates"]) for x in its))
+             for task, its in items.items()]
+    return tvbench.write_benchmark(out, tasks, items)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -137,10 +137,28 @@ def task_table(root: Path | str) -> list[Task]:
     return tasks
 
 
+def video_path(root: Path | str, task: str, video: str) -> Path:
+    """Where a task's video lives in the layout: ``root/video/<task>/<video>``."""
+    return Path(root) / "video" / task / video
+
+
+def write_benchmark(root: Path | str, tasks: Sequence[Task], items: dict[str, list[dict]]
+                    ) -> dict[str, int]:
+    """The one TVBench-layout writer (MiniTVBench in ``lib.assets``, held-out pseudo-videos in
+    ``lib.pseudo_video``): ``json/<task>.json`` with ``items[task.key]`` in the given order and
+    ``tasks.json`` with the task table. Videos go to ``video_path`` (written by the caller with
+    ``lib.video.write_video`` as they are generated). Returns questions per task."""
+    root = Path(root)
+    (root / "json").mkdir(parents=True, exist_ok=True)
+    for t in tasks:
+        (root / "json" / f"{t.key}.json").write_text(json.dumps(items[t.key], indent=1))
+    (root / "tasks.json").write_text(json.dumps([asdict(t) for t in tasks], indent=1))
+    return {t.key: len(items[t.key]) for t in tasks}
+
+
 def resolve_video(root: Path, task: str, video: str) -> Path | None:
     """The video file, accepting the extensions TVBench uses (ES videos are upper-case .MP4)."""
-    base = Path(root) / "video" / task
-    p = base / video
+    p = video_path(root, task, video)
     if p.exists():
         return p
     stem = p.with_suffix("")

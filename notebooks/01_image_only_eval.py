@@ -32,6 +32,7 @@
 import pandas as pd
 from IPython.display import display
 
+import lib.config
 import lib.evaluate
 import lib.models
 import lib.paper
@@ -96,7 +97,7 @@ display(pd.DataFrame([{"model": s.label, "checkpoint": s.checkpoint} for s in mo
 # so re-running this cell after an interruption continues where it stopped.
 
 # %%
-spec = lib.evaluate.EvalSpec(
+spec = lib.config.EvalSpec(
     conditions=("normal", "shuffled"), seeds=tuple(SHUFFLE_SEEDS), scorings=(SCORING,),
     limit=LIMIT, frame_cache=str(lib.profiles.shared_frame_cache()) if FRAME_CACHE else None,
     threads=TORCH_THREADS, **({"num_workers": WORKERS} if WORKERS is not None else {}))

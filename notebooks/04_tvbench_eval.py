@@ -33,6 +33,7 @@
 import pandas as pd
 from IPython.display import display
 
+import lib.config
 import lib.evaluate
 import lib.models
 import lib.paper
@@ -98,7 +99,7 @@ display(pd.DataFrame([vars(m) for m in models]))
 # ## 3. Evaluate every model under every condition and scorer (resumable)
 
 # %%
-spec = lib.evaluate.EvalSpec(
+spec = lib.config.EvalSpec(
     conditions=tuple(CONDITIONS), seeds=tuple(SHUFFLE_SEEDS), scorings=tuple(SCORINGS),
     limit=LIMIT, frame_cache=str(lib.profiles.shared_frame_cache()) if FRAME_CACHE else None,
     threads=TORCH_THREADS, **({"num_workers": WORKERS} if WORKERS is not None else {}))

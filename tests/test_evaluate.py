@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from lib import evaluate, models, paths, profiles, tvbench, video
+from lib import config, evaluate, models, paths, profiles, tvbench, video
 
 PY = sys.executable
 TORCHRUN = os.path.join(os.path.dirname(PY), "torchrun")
@@ -68,7 +68,7 @@ def test_expand_scorings():
 
 def test_run_records_and_counts(bench, tmp_path):
     b = tvbench.open_benchmark(bench)
-    spec = evaluate.EvalSpec(conditions=("normal", "shuffled", "blind"), seeds=(0, 1),
+    spec = config.EvalSpec(conditions=("normal", "shuffled", "blind"), seeds=(0, 1),
                              scorings=("paper", "strict", "likelihood"), limit=3,
                              num_workers=0)
     res = evaluate.evaluate(models.FakeModel(), b, tmp_path / "run", spec, n_boot=100,
@@ -96,26 +96,26 @@ def test_run_records_and_counts(bench, tmp_path):
 
 def test_rerun_skips_and_refuses_other_config(bench, tmp_path):
     b = tvbench.open_benchmark(bench)
-    spec = evaluate.EvalSpec(limit=2, num_workers=0)
+    spec = config.EvalSpec(limit=2, num_workers=0)
     st = evaluate.run(models.FakeModel(), b, tmp_path / "r", spec, progress=False)
     assert st["todo"] == 12
     st = evaluate.run(models.FakeModel(), b, tmp_path / "r", spec, progress=False)
     assert st["todo"] == 0 and st["records"] == 0
-    wider = evaluate.EvalSpec(limit=2, num_workers=0, scorings=("paper", "letter"))
+    wider = config.EvalSpec(limit=2, num_workers=0, scorings=("paper", "letter"))
     st = evaluate.run(models.FakeModel(), b, tmp_path / "r", wider, progress=False)
     assert st["todo"] == 12 and st["records"] == 12  # only the new scoring
     with pytest.raises(tvbench.BenchmarkError, match=r"different \['sampler'\]"):
         evaluate.run(models.FakeModel(), b, tmp_path / "r",
-                     evaluate.EvalSpec(sampler=video.Sampler("uniform", 4)), progress=False)
+                     config.EvalSpec(sampler=video.Sampler("uniform", 4)), progress=False)
 
 
 def test_shared_folder_returns_only_the_runs_groups(bench, tmp_path):
     b = tvbench.open_benchmark(bench)
-    wide = evaluate.EvalSpec(conditions=("normal", "shuffled"), scorings=("paper", "letter"),
+    wide = config.EvalSpec(conditions=("normal", "shuffled"), scorings=("paper", "letter"),
                              limit=2, num_workers=0)
     evaluate.evaluate(models.FakeModel(), b, tmp_path / "shared", wide, n_boot=50,
                       progress=False)
-    narrow = evaluate.EvalSpec(scorings=("letter",), limit=2, num_workers=0)
+    narrow = config.EvalSpec(scorings=("letter",), limit=2, num_workers=0)
     res = evaluate.evaluate(models.FakeModel(), b, tmp_path / "shared", narrow, n_boot=50,
                             progress=False)
     assert set(res) == {"normal/letter"}
@@ -150,7 +150,7 @@ def test_shared_eval_dir_identity(tmp_path, monkeypatch):
 
 def test_torn_line_is_redone(bench, tmp_path):
     b = tvbench.open_benchmark(bench)
-    spec = evaluate.EvalSpec(limit=2, num_workers=0)
+    spec = config.EvalSpec(limit=2, num_workers=0)
     ref = evaluate.evaluate(models.FakeModel(), b, tmp_path / "ref", spec, n_boot=200,
                             progress=False)
     evaluate.run(models.FakeModel(), b, tmp_path / "r", spec, progress=False)
@@ -341,6 +341,6 @@ def test_adapters_resolve_and_evaluate(tiny_ckpt, bench, tmp_path):
     p = base.prompt(q.question, q.candidates)
     assert not np.allclose(base.letter_logprobs(prep, p, "ABCD"),
                            tuned.letter_logprobs(prep, p, "ABCD"))
-    res = evaluate.evaluate(tuned, b, tmp_path / "run", evaluate.EvalSpec(
+    res = evaluate.evaluate(tuned, b, tmp_path / "run", config.EvalSpec(
         scorings=("letter",), limit=1, num_workers=0, threads=1), n_boot=50, progress=False)
     assert res["normal/letter"]["n"] == 6 and torch.get_num_threads() >= 1

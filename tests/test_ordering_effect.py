@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from lib import evaluate, models, runs, tvbench
+from lib import config, evaluate, models, runs, tvbench
 
 
 def test_ordering_effect_sees_a_gain_that_shuffling_removes(smoke_assets, tmp_path):
     bench = tvbench.open_benchmark(smoke_assets / "minitvbench")
-    spec = evaluate.EvalSpec(conditions=("normal", "shuffled"), seeds=(0,), scorings=("letter",),
+    spec = config.EvalSpec(conditions=("normal", "shuffled"), seeds=(0,), scorings=("letter",),
                              num_workers=0)
     evaluate.run(models.FakeModel(), bench, tmp_path / "base", spec, progress=False)
     base = tvbench.read_predictions(tmp_path / "base" / "predictions.jsonl")
@@ -38,7 +38,7 @@ def test_ordering_effect_sees_a_gain_that_shuffling_removes(smoke_assets, tmp_pa
 
 def test_ordering_effect_needs_the_shuffled_condition(smoke_assets, tmp_path):
     bench = tvbench.open_benchmark(smoke_assets / "minitvbench")
-    spec = evaluate.EvalSpec(conditions=("normal",), scorings=("letter",), num_workers=0)
+    spec = config.EvalSpec(conditions=("normal",), scorings=("letter",), num_workers=0)
     evaluate.run(models.FakeModel(), bench, tmp_path / "a", spec, progress=False)
     src = tmp_path / "a" / "predictions.jsonl"
     with pytest.raises(ValueError, match="no shuffled@0/letter predictions"):
