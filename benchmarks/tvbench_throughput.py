@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lib import assets, config, evaluate, models, tvbench, video  # noqa: E402
+from lib import config, evaluate, minitvbench, models, tvbench, video  # noqa: E402
 
 
 def naive(model: models.LongVUModel, questions, conditions) -> float:
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="tvbench-bench-"))
     t0 = time.perf_counter()
-    assets.build_minitvbench(tmp / "bench", args.questions, args.size, args.fps, seed=0)
+    minitvbench.build_minitvbench(tmp / "bench", args.questions, args.size, args.fps, seed=0)
     print(f"benchmark data: {6 * args.questions} questions, {args.size}px at {args.fps} fps "
           f"(built in {time.perf_counter() - t0:.0f} s)")
     from lib.longvu.tiny import write_tiny

@@ -28,7 +28,7 @@ import numpy as np
 import torch.utils.data as tud
 from PIL import Image
 
-from lib import assets
+from lib import assets, minitvbench
 from lib.coco import CaptionIndex, CocoError
 from lib.tvbench import LETTERS
 
@@ -101,11 +101,11 @@ class VideoStageDataset(tud.Dataset):
 
     def __init__(self, n: int, seed: int = 0, tasks: tuple[str, ...] | None = None,
                  size: int = 96, fps: int = 8):
-        self.tasks = tasks or tuple(t[0] for t in assets.MINI_TASKS)
-        unknown = [t for t in self.tasks if t not in assets.GENERATORS]
+        self.tasks = tasks or tuple(t[0] for t in minitvbench.MINI_TASKS)
+        unknown = [t for t in self.tasks if t not in minitvbench.GENERATORS]
         if unknown:
             raise ValueError(f"unknown MiniTVBench task(s) {unknown}; known: "
-                             f"{sorted(assets.GENERATORS)}")
+                             f"{sorted(minitvbench.GENERATORS)}")
         self.n, self.seed, self.size, self.fps = n, seed, size, fps
         self.epoch = 0
 
@@ -119,7 +119,7 @@ class VideoStageDataset(tud.Dataset):
         task = self.tasks[i % len(self.tasks)]
         rng = random.Random(VIDEO_SEED_OFFSET + hash((self.seed, self.epoch, i)) % 10**9)
         slot = rng.randrange(16)
-        frames, question, right, wrong, extra = assets.GENERATORS[task](rng, self.size, self.fps,
+        frames, question, right, wrong, extra = minitvbench.GENERATORS[task](rng, self.size, self.fps,
                                                                        slot)
         step = max(1, round(self.fps / 2))
         lo, hi = 0, len(frames)

@@ -9,14 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib import coco, paths, profiles, tvbench
+from lib import coco, paper, paths, profiles, tvbench
 
-LONGVU_CHECKPOINTS = {  # hub id -> what it is (paper Table 3 rows)
-    "Vision-CAIR/LongVU_Qwen2_7B": "video-trained, Qwen2-7B",
-    "Vision-CAIR/LongVU_Qwen2_7B_img": "image-trained, Qwen2-7B",
-    "Vision-CAIR/LongVU_Llama3_2_3B": "video-trained, Llama3.2-3B",
-    "Vision-CAIR/LongVU_Llama3_2_3B_img": "image-trained, Llama3.2-3B",
-}
 TOWERS = {
     "google/siglip-so400m-patch14-384": "SigLIP vision tower (all four checkpoints)",
     "facebook/dinov2-giant": "DINOv2 vision tower (all four checkpoints)",
@@ -95,8 +89,9 @@ def full_profile(checkpoints_root: Path | str | None = None, coco_root: Path | s
     """Every asset of the full profile with its status and fetch command (None: the default)."""
     checkpoints_root, coco_root, tvbench_root = (
         Path(p) if p is not None else None for p in (checkpoints_root, coco_root, tvbench_root))
-    items = [check_hub_model(r, "checkpoint", a, checkpoints_root)
-             for r, a in LONGVU_CHECKPOINTS.items()]
+    items = [check_hub_model(repo, "checkpoint", f"{stage}-trained, {paper.LLM_NAMES[backbone]}",
+                             checkpoints_root)
+             for (backbone, stage), repo in profiles.OFFICIAL.items()]
     items += [check_hub_model(r, "tower", a, checkpoints_root) for r, a in TOWERS.items()]
     items += [check_coco(coco_root), check_tvbench(tvbench_root)]
     return items

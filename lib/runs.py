@@ -18,6 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from lib import paths
 
 TRACKED_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "numpy",
@@ -110,10 +112,18 @@ def _git_commit() -> str | None:
         return None
 
 
-def append_result(table: str, row: dict[str, Any], key: list[str]) -> Path:
-    """Append ``row`` to ``outputs/results/<table>.csv``, replacing a row with the same key."""
-    import pandas as pd
+def _portable(v: Any) -> Any:
+    """Paths as the table stores them: relative to the repository root when inside it."""
+    if isinstance(v, Path) or (isinstance(v, str) and os.path.isabs(v)):
+        return paths.relative(v)
+    return v
 
+
+def append_result(table: str, row: dict[str, Any], key: list[str]) -> Path:
+    """Append ``row`` to ``outputs/results/<table>.csv``, replacing a row with the same key.
+    Absolute paths inside the repository are stored relative to it, so the tracked tables read
+    the same on every machine (``paths.absolute`` turns them back)."""
+    row = {k: _portable(v) for k, v in row.items()}
     missing = [k for k in key if k not in row]
     if missing:
         raise KeyError(f"result row for {table}.csv lacks key column(s) {missing}")
@@ -138,8 +148,6 @@ def append_result(table: str, row: dict[str, Any], key: list[str]) -> Path:
 
 def read_results(table: str):
     """A result table as a DataFrame (empty if nothing was recorded yet)."""
-    import pandas as pd
-
     f = paths.results_dir() / f"{table}.csv"
     return pd.read_csv(f) if f.exists() else pd.DataFrame()
 

@@ -24,15 +24,13 @@
 # %%
 import pandas as pd
 from IPython.display import display
-from PIL import Image
 
 import lib.assets
-import lib.coco
 import lib.demo_stages
 import lib.inventory
 import lib.paths
+import lib.profiles
 import lib.runs
-import lib.tvbench
 
 # %% tags=["parameters"]
 RUN_NAME = "dev"  # run dir: outputs/00_assets/<RUN_NAME>/
@@ -70,33 +68,18 @@ print(lib.inventory.fetch_script(items))
 # multiple-choice videos in TVBench's exact layout), generated from `SEED`.
 
 # %%
-assets_dir = lib.paths.demo_assets_dir(PROFILE)
-manifest = lib.assets.build(PROFILE, assets_dir, seed=SEED) if BUILD_DEMO else None
-coco_reports = {
-    split: lib.coco.validate_captions(lib.coco.captions_path(assets_dir / "coco", split),
-                                      lib.coco.images_dir(assets_dir / "coco", split),
-                                      check_images="decode")
-    for split in ("train", "val")
-} if BUILD_DEMO else {}
-bench_report = lib.tvbench.validate(assets_dir / "minitvbench") if BUILD_DEMO else None
-if BUILD_DEMO:
-    display(pd.DataFrame({s: {"images": r.num_images, "captions": r.num_captions, "valid": r.ok}
-                          for s, r in coco_reports.items()}).T)
-    display(pd.DataFrame({"questions": bench_report.tasks, "videos": bench_report.videos}))
+roots = lib.assets.embedded(PROFILE, SEED) if BUILD_DEMO else {}
+checks = lib.assets.check(roots) if BUILD_DEMO else {}
+for table in checks.values():
+    display(table)
 
 # %% [markdown]
 # ## 4. A look at the generated data
 
 # %%
 if BUILD_DEMO:
-    index = lib.coco.CaptionIndex.from_root(assets_dir / "coco", "train")
-    first = index.image_ids[0]
-    display(Image.open(index.image_path(first)).resize((192, 192)))
-    print("\n".join(index.captions[first]))
-    questions = lib.tvbench.load(assets_dir / "minitvbench")
-    display(pd.DataFrame([{"task": q.task, "question": q.question, "candidates": q.candidates,
-                           "answer": q.candidates[q.answer_index], "start": q.start, "end": q.end}
-                          for q in questions[::max(1, len(questions) // 8)]]))
+    image, captions, questions = lib.assets.examples(roots)
+    display(image, pd.DataFrame({"caption": captions}), questions)
 
 # %% [markdown]
 # ## 5. The demo's tiny LongVU checkpoints
@@ -106,13 +89,10 @@ if BUILD_DEMO:
 # "video-trained" one. Notebooks 01, 03 and 04 use them in the demo and smoke profiles.
 
 # %%
-demo_models = {}
-if BUILD_DEMO:
-    for backbone in DEMO_BACKBONES:
-        for stage in ("image", "video"):
-            ckpt = lib.demo_stages.checkpoint(PROFILE, backbone, stage, SEED)
-            demo_models[f"{backbone}/{stage}"] = lib.demo_stages.stage_summary(ckpt)
-    display(pd.DataFrame(demo_models).T)
+demo_ckpts = {f"{b}/{stage}": lib.profiles.start_checkpoint(PROFILE, b, stage, SEED)
+              for b in DEMO_BACKBONES for stage in ("image", "video")} if BUILD_DEMO else {}
+demo_models = {k: lib.demo_stages.stage_summary(c) for k, c in demo_ckpts.items()}
+display(pd.DataFrame(demo_models).T)
 
 # %% [markdown]
 # ## Record results
@@ -121,9 +101,8 @@ if BUILD_DEMO:
 lib.runs.save_metrics(run, {
     "full_profile_present": {i.name: i.present for i in items},
     "demo_profile": PROFILE if BUILD_DEMO else None,
-    "demo_assets_dir": str(assets_dir) if BUILD_DEMO else None,
-    "demo_coco_images": {s: r.num_images for s, r in coco_reports.items()},
-    "demo_benchmark_questions": bench_report.num_questions if bench_report else None,
-    "demo_sha256": manifest["sha256"] if manifest else None,
+    "demo_roots": {k: lib.paths.relative(v) for k, v in roots.items()},
+    "demo_checks": {k: t.to_dict() for k, t in checks.items()},
+    "demo_sha256": lib.assets.build(PROFILE, seed=SEED)["sha256"] if BUILD_DEMO else None,
     "demo_models": demo_models,
 })

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib import assets, coco, tvbench
+from lib import assets, coco, minitvbench, tvbench
 
 
 def test_shapes_coco_loads_with_pycocotools(smoke_assets):
@@ -54,7 +54,7 @@ def test_minitvbench_layout_and_balance(smoke_assets):
 def test_demo_profile_text_alone_is_chance(tmp_path):
     """Question + candidate set alone cannot tell the answer: same set for every answer."""
     root = tmp_path / "mini"
-    assets.build_minitvbench(root, questions_per_task=32, size=48, fps=4, seed=1)
+    minitvbench.build_minitvbench(root, questions_per_task=32, size=48, fps=4, seed=1)
     for t in tvbench.task_table(root):
         items = json.loads((root / "json" / f"{t.key}.json").read_text())
         by_text: dict[tuple, Counter] = {}
@@ -75,7 +75,7 @@ def test_ordering_videos_need_time():
     """Scene transition: the two answers are the same frames in the opposite order."""
     import random
 
-    frames, q, right, wrong, _ = assets.gen_scene_transition(random.Random(0), 48, 4, 0)
+    frames, q, right, wrong, _ = minitvbench.gen_scene_transition(random.Random(0), 48, 4, 0)
     first, last = frames[0], frames[-1]
     assert not np.array_equal(first, last)
     assert right.startswith("From ") and wrong[0].startswith("From ")
@@ -85,7 +85,7 @@ def test_ordering_videos_need_time():
 def test_action_sequence_bounds_matter():
     import random
 
-    frames, q, right, wrong, extra = assets.gen_action_sequence(random.Random(0), 48, 4, 0)
+    frames, q, right, wrong, extra = minitvbench.gen_action_sequence(random.Random(0), 48, 4, 0)
     assert 0 < extra["start"] < extra["end"] < len(frames) / 4
     assert right != wrong[0]
 

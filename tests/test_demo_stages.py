@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from lib import coco, demo_stages
+from lib import coco, demo_stages, minitvbench
 
 
 def test_demo_geometry_is_small_and_loads(tmp_path):
@@ -75,7 +75,7 @@ def test_video_stage_samples_follow_eval_sampling():
         letter, text = it["target"][1], it["target"][4:]
         assert f"({letter}) {text}" in it["prompt"]
         assert it["frames"].dtype == np.uint8 and it["frames"].shape[1:] == (48, 48, 3)
-    assert seen == {t[0] for t in demo_stages.assets.MINI_TASKS}
+    assert seen == {t[0] for t in minitvbench.MINI_TASKS}
 
 
 def test_letter_logprobs_sum_both_answer_styles(tmp_path):

@@ -30,3 +30,15 @@ def test_append_result_replaces_same_key():
     assert df.set_index("seed").loc[0, "acc"] == 0.3
     assert runs.has_result("t_runs", {"model": "a", "seed": 1})
     assert not runs.has_result("t_runs", {"model": "b"})
+
+
+def test_result_tables_store_repo_relative_paths(tmp_path):
+    inside = paths.ROOT / "outputs" / "03_qlora_finetune" / "r" / "adapter"
+    runs.append_result("t_paths", {"run": "r", "adapter_dir": str(inside), "ckpt": inside,
+                                   "hub": "Vision-CAIR/LongVU_Qwen2_7B",
+                                   "outside": str(tmp_path)}, key=["run"])
+    row = runs.read_results("t_paths").iloc[0]
+    assert row["adapter_dir"] == row["ckpt"] == "outputs/03_qlora_finetune/r/adapter"
+    assert paths.absolute(row["adapter_dir"]) == inside
+    assert row["hub"] == "Vision-CAIR/LongVU_Qwen2_7B"  # a hub id is not a path
+    assert row["outside"] == str(tmp_path)  # outside the repository: kept as written
