@@ -2,10 +2,11 @@
 
 All pipelines decode each scene's JPEG once, stretch it to 384x384 and apply the same per-frame
 mild affine (bilinear, black fill). The naive one does what the paper's loader does, frame by
-frame with PIL (bicubic resize and affine per frame). Ours warps all frames of a scene in one
-batched ``grid_sample``, after one bicubic resize per scene (``resample=paper``, the default and
-the number on the last line) or with the stretch folded into the warp (``resample=fused``). Formations follow the paper's R1 config with
-S=4, F=20 (S ~ U{2..4}, F_j ~ U{1..20}). Sources are 640x480 JPEGs (COCO's typical size), made by
+frame with PIL (bicubic resize and affine per frame). Ours (``lib.jitter.render_frames``) warps
+all frames of a scene in one batched ``grid_sample``, after one bicubic resize per scene
+(``resample=paper``, the default and the number on the last line) or with the stretch folded
+into the warp (``resample=fused``). Formations follow the paper's R1 config with S=4, F=20
+(S ~ U{2..4}, F_j ~ U{1..20}). Sources are 640x480 JPEGs (COCO's typical size), made by
 upscaling shapes-COCO images, so no download is needed.
 
 Usage: ``python benchmarks/pseudo_video_frames.py [--videos 24] [--size 384]``.
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TQDM_DISABLE", "1")  # asset-building progress bars
 
 from lib import assets, coco  # noqa: E402
+from lib import jitter, questions  # noqa: E402
 from lib import pseudo_video as pv  # noqa: E402
 
 # A LongVU-3B training step takes ~0.35-0.5 s per sample on an H100 (finetune_anchors.md 2.4).
@@ -54,7 +56,8 @@ def coco_like(out: Path, n: int = 64) -> Path:
     return root
 
 
-def naive_frames(paths: list[Path], counts: list[int], params: np.ndarray, size: int) -> np.ndarray:
+def naive_frames(paths: list[Path], counts: list[int], params: np.ndarray,
+                 size: int) -> np.ndarray:
     """The per-frame PIL pipeline: per frame resize (bicubic), then affine (bilinear)."""
     frames, t = [], 0
     for p, f in zip(paths, counts):
@@ -79,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", type=int, default=24)
     ap.add_argument("--size", type=int, default=384)
     ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads: 1, as in a DataLoader worker and like single-threaded PIL")
+                    help="torch threads: 1, as in a DataLoader worker and like "
+                         "single-threaded PIL")
     args = ap.parse_args(argv)
     import torch
 
@@ -88,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = coco_like(Path(tmp))
         index = coco.CaptionIndex.from_root(root, "train")
-        src = pv.PseudoVideoSource(index, [pv.GenSpec("R1", args.videos, 4, 20)], seed=0)
+        src = pv.PseudoVideoSource(index, [questions.GenSpec("R1", args.videos, 4, 20)], seed=0)
         samples = [src.sample(i) for i in range(len(src))]
         total = sum(s.num_frames for s in samples)
-        params = [pv.jitter_params(np.random.default_rng([s.seed, 1]), s.num_frames, "mild")
+        params = [jitter.jitter_params(np.random.default_rng([s.seed, 1]), s.num_frames, "mild")
                   for s in samples]
         src.frames(samples[0], "mild", args.size, "fused")  # warm-up (torch, page cache)
         naive_frames([index.image_path(i) for i in samples[0].image_ids],

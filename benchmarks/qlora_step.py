@@ -4,11 +4,12 @@ Builds LongVU with random weights in memory (no download; memory and speed depen
 not on weight values): on CUDA the real sizes (Qwen2-7B / Llama3.2-3B decoder, SigLIP-so400m,
 DINOv2-giant, the SVA connector, video-stage geometry: 144 tokens per frame, 8192-token budget);
 on CPU the tiny "small" geometry of lib.longvu.tiny, whose numbers only show that the path runs.
-Each cell trains S=4 scenes x F frames (F in 5, 10, 20) with lib.train's own preparation (LoRA
-r=64 on the decoder's attention+MLP projections, trainable connector, non-reentrant activation
-checkpointing, loss at answer rows only) and the optimizer lib.train uses (8-bit paged AdamW on
-CUDA, AdamW on CPU), micro-batch 1. Reported: peak memory (CUDA max allocated; CPU max RSS),
-seconds per sample, decoder tokens/s and the implied time of the paper's 200k samples.
+Each cell trains S=4 scenes x F frames (F in 5, 10, 20) with lib.train's own preparation
+(lib.adapters: LoRA r=64 on the decoder's attention+MLP projections, trainable connector,
+non-reentrant activation checkpointing; loss at answer rows only) and the optimizer lib.train
+uses (8-bit paged AdamW on CUDA, AdamW on CPU), micro-batch 1. Reported: peak memory (CUDA max
+allocated; CPU max RSS), seconds per sample, decoder tokens/s and the implied time of the
+paper's 200k samples.
 
 Usage: ``python benchmarks/qlora_step.py [--size tiny|full] [--backbones qwen,llama]
 [--F 5,10,20] [--modes qlora,lora] [--steps 3]``. Last line: ``qwen F=20 qlora peak X GiB``.
@@ -31,7 +32,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib import train  # noqa: E402
+from lib import adapters, train  # noqa: E402
+from lib.config import TrainConfig  # noqa: E402
 from lib.longvu.config import LongVUConfig  # noqa: E402
 from lib.longvu.connector import Connector  # noqa: E402
 from lib.longvu.model import LongVU  # noqa: E402
@@ -141,8 +143,8 @@ def cell(backbone: str, mode: str, fs: list[int], full: bool, device: torch.devi
     model = build_full(backbone, device) if full else build_tiny(backbone, device, dtype)
     if mode == "qlora":
         quantize_nf4_(model, device)
-    cfg = train.TrainConfig(model="", out="", mode=mode, lora_r=64, lora_alpha=16)
-    train.prepare_for_training(model, cfg, "nf4" if mode == "qlora" else "none")
+    cfg = TrainConfig(model="", out="", mode=mode, lora_r=64, lora_alpha=16)
+    adapters.prepare_for_training(model, cfg, "nf4" if mode == "qlora" else "none")
     params = [p for p in model.parameters() if p.requires_grad]
     if cuda:
         import bitsandbytes as bnb

@@ -1,10 +1,12 @@
-"""Notebook 05's logic: join the result tables, pivot them into paper-style tables, plot them.
+"""Notebook 05's logic: join the result tables and pivot them into paper-style tables.
 
 Inputs are only the CSVs under ``outputs/results/``: ``tvbench.csv`` (one row per evaluated
-model x condition x scorer, written by lib.evaluate.record from notebooks 01 and 04),
-``finetune.csv`` (notebook 03) and ``sweeps.csv`` (lib.pipeline.run_sweep: sweep, profile, row,
-run_name, params JSON). Evaluation rows are tied to sweep rows by the run name inside their
-``run_dir`` (``outputs/<notebook>/<RUN_NAME>/eval/...``).
+model x condition x scorer, written by lib.results.record from notebooks 01 and 04),
+``finetune.csv`` (notebook 03), ``sweeps.csv`` (lib.pipeline.run_sweep: sweep, profile, row,
+run_name, params JSON) and ``tvbench_effects.csv`` (notebook 04's ordering-task comparisons).
+Evaluation rows are tied to sweep rows by the run name inside their ``run_dir``
+(``outputs/<notebook>/<RUN_NAME>/eval/...``). Figures of these tables are ``lib.plots``'s, the
+Markdown/LaTeX writers ``lib.tables``'s.
 
 Sweep rows may carry two metadata keys that no notebook declares: ``paper_row`` (the paper's
 row this one reproduces or scales, a key of lib.paper; Table 3/4 keys joined by " | ") and
@@ -16,16 +18,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from lib import paper
+from lib.metrics import SCORINGS
+from lib.tables import paper_frame, task_columns, write_table
 
 TABLES = ("tvbench", "finetune", "sweeps", "tvbench_effects")
-SCORING_PREFERENCE = ("paper", "strict", "letter", "option")
 AXES = {"paper-table6": "F", "paper-table7": "S", "paper-table8": "N", "demo-seeds": "SEED"}
 META_KEYS = ("paper_row", "series")
 
@@ -79,7 +82,7 @@ def evaluations(tv: pd.DataFrame) -> pd.DataFrame:
     need = {"label", "group", "run_dir", "micro"} - set(tv.columns)
     if need:
         raise KeyError(f"outputs/results/tvbench.csv lacks column(s) {sorted(need)}; rerun "
-                       "notebooks 01/04 so lib.evaluate.result_row writes them")
+                       "notebooks 01/04 so lib.results.result_row writes them")
     df = tv.copy()
     df["run_name"] = [run_name_of(d, lab) for d, lab in zip(df["run_dir"], df["label"])]
     df["notebook"] = df["label"].astype(str).str.split("/").str[0]
@@ -99,19 +102,12 @@ def infer_llm(model: str) -> str:
     return next((name for key, name in paper.LLM_NAMES.items() if key in m), "?")
 
 
-def task_columns(df: pd.DataFrame) -> list[str]:
-    """Task abbreviations present (a column X with an X_chance twin), in the paper's order."""
-    present = [c for c in df.columns if f"{c}_chance" in df.columns]
-    order = {t: i for i, t in enumerate(paper.TASKS)}
-    return sorted(present, key=lambda t: (order.get(t, 99), t))
-
-
 def best_scoring(ev: pd.DataFrame, preferred: str | None = None) -> pd.DataFrame:
     """Per (run, model), only the rows of its best scorer: ``preferred`` when it was run, else
     the first of paper, strict, letter, option (sweeps may run fewer scorers than notebook 04)."""
     if ev.empty:
         return ev
-    order = ([preferred] if preferred else []) + [s for s in SCORING_PREFERENCE if s != preferred]
+    order = ([preferred] if preferred else []) + [s for s in SCORINGS if s != preferred]
     rank = ev["scoring"].map({s: i for i, s in enumerate(order)}).fillna(len(order))
     best = rank.groupby([ev["run_name"], ev["model_label"]]).transform("min")
     return ev[rank == best]
@@ -179,23 +175,6 @@ def accuracy_table(rows: pd.DataFrame, tasks: Sequence[str], index: str | list[s
     else:
         df.index.name = index if isinstance(index, str) else None
     return df
-
-
-def chance_row(rows: pd.DataFrame, tasks: Sequence[str]) -> dict[str, float]:
-    """Chance accuracy per task and micro, from the first row that has it."""
-    r = rows.iloc[0]
-    return {**{t: float(r[f"{t}_chance"]) for t in tasks},
-            "Avg": float(r["chance_micro"]) if "chance_micro" in r else np.nan}
-
-
-def paper_frame(table: str) -> pd.DataFrame:
-    """A lib.paper table as a DataFrame (columns: tasks + Avg; None -> NaN)."""
-    data = paper.TABLES[str(table)]
-    names = paper.INDEX_NAMES[str(table)]
-    idx = (pd.MultiIndex.from_tuples(list(data), names=names) if len(names) > 1
-           else pd.Index(list(data), name=names[0]))
-    return pd.DataFrame([[np.nan if v is None else v for v in vals] for vals in data.values()],
-                        index=idx, columns=paper.COLUMNS, dtype=float)
 
 
 def paper_key(table: str, paper_row: str) -> tuple | str:
@@ -272,60 +251,6 @@ def table3_ours(ev: pd.DataFrame, preferred: str | None = None) -> pd.DataFrame:
     return pd.DataFrame.from_dict(out, orient="index")
 
 
-def _fmt(v: Any, floatfmt: str) -> str:
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return ""
-    return format(v, floatfmt) if isinstance(v, (float, np.floating)) else str(v)
-
-
-def to_markdown(df: pd.DataFrame, floatfmt: str = ".1f") -> str:
-    """A GitHub markdown table (index as the first columns); empty cells for NaN."""
-    idx_names = [n or "" for n in df.index.names]
-    head = idx_names + [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    for key, r in df.iterrows():
-        keys = list(key) if isinstance(key, tuple) else [key]
-        lines.append("| " + " | ".join([str(k) for k in keys] +
-                                        [_fmt(v, floatfmt) for v in r]) + " |")
-    return "\n".join(lines) + "\n"
-
-
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#",
-        "$": r"\$", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
-
-
-def _tex(s: str) -> str:
-    return "".join(_TEX.get(ch, ch) for ch in s)
-
-
-def to_latex(df: pd.DataFrame, caption: str = "", floatfmt: str = ".1f") -> str:
-    """A booktabs table (no pandas/jinja styling), NaN as '--'."""
-    n_idx = df.index.nlevels
-    cols = "l" * n_idx + "r" * len(df.columns)
-    head = [_tex(str(n or "")) for n in df.index.names] + [_tex(str(c)) for c in df.columns]
-    out = [r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{{cols}}}",
-           r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
-    for key, r in df.iterrows():
-        keys = list(key) if isinstance(key, tuple) else [key]
-        cells = [_tex(str(k)) for k in keys] + [_tex(_fmt(v, floatfmt)) or "--" for v in r]
-        out.append(" & ".join(cells) + r" \\")
-    out += [r"\bottomrule", r"\end{tabular}"]
-    if caption:
-        out.append(rf"\caption{{{_tex(caption)}}}")
-    out.append(r"\end{table}")
-    return "\n".join(out) + "\n"
-
-
-def write_table(df: pd.DataFrame, out_dir: Path | str, slug: str, caption: str = "") -> list[Path]:
-    """``<out_dir>/<slug>.md`` and ``.tex``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    md, tex = out / f"{slug}.md", out / f"{slug}.tex"
-    md.write_text((f"{caption}\n\n" if caption else "") + to_markdown(df))
-    tex.write_text(to_latex(df, caption))
-    return [md, tex]
-
-
 # ---------------------------------------------------------------------------------------------
 # Ablation axes
 
@@ -387,99 +312,6 @@ def seed_summary(res: pd.DataFrame, sweep: str = "demo-seeds") -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["profile", "model"])
 
 
-# ---------------------------------------------------------------------------------------------
-# Figures
-
-
-def plot_per_task(rows: pd.DataFrame, tasks: Sequence[str], names: Sequence[str], title: str = ""):
-    """Grouped bars: per-task and micro accuracy with 95% CIs, chance as black ticks."""
-    import matplotlib.pyplot as plt
-
-    cols = list(tasks) + ["micro"]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.0 * len(cols) + 0.3 * len(rows)), 3.6))
-    width = 0.8 / max(1, len(rows))
-    x = np.arange(len(cols))
-    for i, ((_, r), name) in enumerate(zip(rows.iterrows(), names)):
-        acc = np.array([r.get(c, np.nan) for c in cols], dtype=float)
-        lo = np.array([r.get(f"{c}_lo", np.nan) for c in cols], dtype=float)
-        hi = np.array([r.get(f"{c}_hi", np.nan) for c in cols], dtype=float)
-        err = np.vstack([np.clip(acc - lo, 0, None), np.clip(hi - acc, 0, None)])
-        err = np.nan_to_num(err)
-        ax.bar(x + (i - (len(rows) - 1) / 2) * width, acc, width, yerr=err, capsize=2,
-               label=name)
-    ch = chance_row(rows, tasks)
-    chance = [ch[t] for t in tasks] + [ch["Avg"]]
-    ax.scatter(x, chance, marker="_", s=600, color="black", zorder=5, label="chance")
-    ax.set_xticks(x, list(tasks) + ["Avg"])
-    ax.set(ylabel="accuracy (%)", ylim=(0, 100), title=title)
-    ax.legend(fontsize=7, ncol=2, loc="upper right")
-    fig.tight_layout()
-    return fig
-
-
-def plot_normal_vs_shuffled(rows: pd.DataFrame, names: Sequence[str], title: str = ""):
-    """Micro accuracy under normal order (with CI) and shuffled frames (mean over seeds)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(rows) + 1.4))
-    y = np.arange(len(rows))
-    normal = rows["micro"].to_numpy(dtype=float)
-    err = np.nan_to_num(np.vstack([normal - rows["micro_lo"].astype(float),
-                                   rows["micro_hi"].astype(float) - normal]))
-    shuf = rows["shuffled_micro"].to_numpy(dtype=float)
-    ax.hlines(y, np.fmin(normal, shuf), np.fmax(normal, shuf), color="0.7", zorder=1)
-    ax.errorbar(normal, y, xerr=np.clip(err, 0, None), fmt="o", capsize=3, color="C0",
-                label="normal order")
-    ax.scatter(shuf, y, marker="s", color="C3", label="shuffled frames (mean over seeds)",
-               zorder=3)
-    ax.axvline(float(rows["chance_micro"].iloc[0]), color="black", ls=":", label="chance")
-    ax.set_yticks(y, list(names))
-    ax.invert_yaxis()
-    ax.set(xlabel="micro accuracy (%)", title=title, xlim=(0, 100))
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3)
-    fig.tight_layout()
-    return fig
-
-
-def plot_ablation(abl: pd.DataFrame, axis: str, tasks: Sequence[str], title: str = "",
-                  paper_curve: pd.DataFrame | None = None):
-    """Accuracy against the swept parameter: one panel per task plus the average (with CI
-    band), one line per series; the paper's average beside it when given (x, series, Avg)."""
-    import matplotlib.pyplot as plt
-
-    panels = ["Avg"] + list(tasks) + (["paper Avg"] if paper_curve is not None else [])
-    ncol = min(4, len(panels))
-    nrow = int(np.ceil(len(panels) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.0 * ncol, 2.5 * nrow), squeeze=False)
-    log = axis == "N" and abl["x"].max() / max(abl["x"].min(), 1) >= 20
-    for ax, panel in zip(axes.flat, panels):
-        if panel == "paper Avg":
-            for s, g in paper_curve.groupby("series", sort=False):
-                ax.plot(g["x"], g["Avg"], marker="o", label=s)
-            ax.set(title="paper (Llama3.2-3B, TVBench)", xlabel=axis, ylabel="Avg (%)")
-            ax.set_xscale("log" if axis == "N" else "linear")
-            ax.legend(fontsize=6)
-            continue
-        col = "micro" if panel == "Avg" else panel
-        for s, g in abl.groupby("series", sort=False):
-            ax.plot(g["x"], g[col], marker="o", label=s)
-            if panel == "Avg" and g["micro_lo"].notna().any():
-                ax.fill_between(g["x"], g["micro_lo"].astype(float), g["micro_hi"].astype(float),
-                                alpha=0.15)
-        ch = abl["chance_micro" if panel == "Avg" else f"{panel}_chance"].iloc[0]
-        ax.axhline(float(ch), color="black", ls=":", lw=1)
-        ax.set(title=panel, xlabel=axis, ylabel="accuracy (%)")
-        if log:
-            ax.set_xscale("log")
-        if panel == "Avg":
-            ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 def paper_curve(table: str, axis: str) -> pd.DataFrame:
     """The paper's rows of an ablation table as (x, series, Avg), parsed from row names such as
     "R1, F=10", "S=2, F=5" or "N=10,000; 312 steps"; mixes ("... + ...") are left out."""
@@ -496,21 +328,65 @@ def paper_curve(table: str, axis: str) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["series", "x"]) if rows else pd.DataFrame()
 
 
-def plot_vs_paper(beside: pd.DataFrame, title: str = ""):
-    """Ours against the paper, one point per (row, task) that both have; y = x dashed."""
-    import matplotlib.pyplot as plt
+# ---------------------------------------------------------------------------------------------
+# Sweeps: one report per sweep and profile
 
-    fig, ax = plt.subplots(figsize=(4.2, 4.0))
-    rows = beside.index.get_level_values(0).unique()
-    for name in rows:
-        p, o = beside.loc[(name, "paper")], beside.loc[(name, "ours")]
-        both = p.notna() & o.notna()
-        ax.scatter(p[both].astype(float), o[both].astype(float), label=name, s=18)
-    ax.plot([0, 100], [0, 100], ls="--", color="0.5", lw=1)
-    ax.set(xlim=(0, 100), ylim=(0, 100), xlabel="paper (%)", ylabel="ours (%)", title=title)
-    ax.legend(fontsize=6, loc="upper left")
-    fig.tight_layout()
-    return fig
+
+@dataclass
+class SweepReport:
+    """One sweep and profile: its accuracy table, its ablation curve and, for the paper's
+    tables, its rows beside the paper's (``lib.plots.save_sweep_figures`` draws it)."""
+
+    sweep: str
+    profile: str
+    table: pd.DataFrame  # accuracy per row, model and scorer, 95% CIs
+    curve: pd.DataFrame  # tuned rows along the swept parameter (``ablation_frame``)
+    axis: str | None  # the swept parameter, None when there is none
+    paper_curve: pd.DataFrame | None  # the paper's curve along the same axis (Tables 6-8)
+    beside: pd.DataFrame  # ours beside the paper's rows (empty when none map to the paper)
+    number: str | None  # the paper's table number, None for other sweeps
+
+    @property
+    def name(self) -> str:
+        return slug(self.sweep, self.profile)
+
+    @property
+    def title(self) -> str:
+        return f"{self.sweep} ({self.profile})"
+
+
+def sweep_reports(res: pd.DataFrame, tasks: Sequence[str]) -> list[SweepReport]:
+    """A ``SweepReport`` per (sweep, profile) of ``sweep_results``, in sorted order."""
+    if res.empty:
+        return []
+    out = []
+    for sweep, profile in res.groupby(["sweep", "profile"], sort=True).groups:
+        sel = res[(res["sweep"] == sweep) & (res["profile"] == profile)]
+        curve, axis = ablation_frame(res, sweep, profile)
+        number = table_number(sweep)
+        ref = paper_curve(number, axis) if number in ("6", "7", "8") and axis else None
+        ours = ours_for_paper(sel, number) if number else pd.DataFrame()
+        out.append(SweepReport(
+            sweep, profile, accuracy_table(sel, tasks, ["row", "model_label", "scoring"], ci=True),
+            curve, axis, ref if ref is not None and len(ref) else None,
+            beside_paper(ours, number) if not ours.empty else pd.DataFrame(), number))
+    return out
+
+
+def write_sweep_tables(rep: SweepReport, out_dir: Path | str) -> list[Path]:
+    """The sweep's table and, when it has one, its beside-the-paper table (.md and .tex)."""
+    written = write_table(rep.table, out_dir, rep.name, rep.title)
+    if not rep.beside.empty:
+        written += write_table(rep.beside, out_dir, f"{rep.name}_vs_paper",
+                               f"{rep.title} beside the paper's Table {rep.number}")
+    return written
+
+
+def shuffle_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Normal-order micro accuracy with its CI beside the shuffled-frames mean, and the drop."""
+    return rows.set_index(["run_name", "model_label", "scoring"])[
+        ["micro", "micro_lo", "micro_hi", "shuffled_micro", "shuffled_seeds"]].assign(
+        drop=lambda d: d["micro"] - d["shuffled_micro"])
 
 
 def slug(*parts: str) -> str:
@@ -536,7 +412,8 @@ EFFECT_NAMES = {
 
 
 def effects_table(effects: pd.DataFrame) -> pd.DataFrame:
-    """One row per (run, comparison) of tvbench_effects.csv: difference in points with its 95% CI."""
+    """One row per (run, comparison) of tvbench_effects.csv: difference in points with its
+    95% CI."""
     if effects.empty:
         return pd.DataFrame()
     df = effects.copy()
@@ -549,23 +426,6 @@ def effects_table(effects: pd.DataFrame) -> pd.DataFrame:
         out[c] = out[c].astype(float).round(1)
     out["mcnemar_p"] = out["mcnemar_p"].astype(float).round(4)
     return out.reset_index(drop=True)
-
-
-def plot_effects(table: pd.DataFrame, title: str):
-    """Differences with 95% CIs, one panel row per run; zero marked."""
-    import matplotlib.pyplot as plt
-
-    labels = [f"{r} | {c}" for r, c in zip(table["run"], table["comparison"])]
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(table) + 1.2))
-    y = range(len(table))
-    ax.errorbar(table["diff"], y, xerr=[table["diff"] - table["ci_lo"],
-                                        table["ci_hi"] - table["diff"]], fmt="o", capsize=3)
-    ax.axvline(0, color="grey", lw=1)
-    ax.set_yticks(list(y), labels)
-    ax.invert_yaxis()
-    ax.set_xlabel("difference in accuracy (points), 95% CI clustered by video")
-    ax.set_title(title)
-    return fig
 
 
 def summary_markdown(table: pd.DataFrame) -> str:

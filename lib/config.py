@@ -3,14 +3,22 @@ or a CLI's flags.
 
 ``EvalSpec`` says what an evaluation run computes (conditions, seeds, scorers, sampler, limits);
 ``lib.evaluate`` runs it. Used by notebooks 01 and 04 and the ``lib.tvbench eval`` CLI.
+
+``TrainConfig`` is every knob of a fine-tuning run; ``lib.train`` runs it. Used by notebook 03
+(``TrainConfig.from_params``), the ``python -m lib.train`` CLI (``add_train_arguments`` and
+``TrainConfig.from_args``, both derived from the fields) and ``lib.demo_stages``.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
 
-from lib import tvbench
+from lib import questions, tvbench
 from lib.video import Sampler
 
 
@@ -30,7 +38,163 @@ class EvalSpec:
     def units(self) -> list[tuple[str, int | None]]:
         return tvbench.condition_units(self.conditions, self.seeds)
 
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> EvalSpec:
+        """From ``python -m lib.tvbench eval`` flags (``lib.evaluate.add_eval_args``)."""
+        return cls(tuple(args.conditions), tuple(args.seeds), tuple(args.scorings),
+                   Sampler(args.sampler, args.num_frames), args.max_new_tokens, args.limit,
+                   args.workers, args.frame_cache, args.backend, args.threads)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], frame_cache_dir: Path | str | None = None,
+                    conditions: Sequence[str] | None = None) -> EvalSpec:
+        """From notebook 01/04 parameters: CONDITIONS (or ``conditions``), SHUFFLE_SEEDS,
+        SCORINGS (or one SCORING), LIMIT, WORKERS (None: ``default_workers``), TORCH_THREADS,
+        and FRAME_CACHE (True: cache decoded clips in ``frame_cache_dir``)."""
+        p = params
+        workers = {} if p["WORKERS"] is None else {"num_workers": p["WORKERS"]}
+        return cls(conditions=tuple(conditions or p["CONDITIONS"]),
+                   seeds=tuple(p["SHUFFLE_SEEDS"]),
+                   scorings=tuple(p["SCORINGS"]) if "SCORINGS" in p else (p["SCORING"],),
+                   limit=p["LIMIT"], threads=p["TORCH_THREADS"],
+                   frame_cache=str(frame_cache_dir) if p["FRAME_CACHE"] and frame_cache_dir
+                   else None, **workers)
+
 
 def default_workers() -> int:
     """Decode workers: leave one core to the model (0 = decode in the main process)."""
     return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning
+
+TRAIN_MODES = ("qlora", "lora", "full")
+DEFAULT_LR = {"qlora": 1e-4, "lora": 1e-4, "full": 5e-6}
+# Notebook parameters whose name is not a field's name upper-cased.
+PARAM_ALIASES = {"STEPS": "max_steps"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a fine-tuning run (serialised to RUN_DIR/config.json)."""
+
+    model: str  # LongVU checkpoint dir or cached hub id (the start checkpoint)
+    out: str  # run dir
+    coco: str | None = None  # COCO-layout root for lib.pseudo_video
+    split: str = "train"
+    questions: str = "R1"  # lib.questions mix string, e.g. "R1:S=4:F=20,R3:S=6:F=5"
+    S: int = 4
+    F: int = 5
+    n: int = 1000  # formations (samples per epoch)
+    question_mode: str = "fixed"  # lib.questions mode: fixed | compat
+    jitter: str = "mild"
+    frame_size: int | None = None  # resize frames (None: keep the images' size)
+    mode: str = "qlora"
+    max_steps: int | None = None  # optimizer steps; None: `epochs` over n samples
+    epochs: float = 1.0
+    lr: float | None = None  # None: 1e-4 for (q)lora, 5e-6 (the paper's) for full
+    lora_r: int = 64
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    global_batch: int = 64
+    micro_batch: int = 1
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    train_connector: bool = True
+    init_adapter: str | None = None  # start from a saved adapter dir (e.g. a previous run)
+    supervise_prompt_tokens: bool = False  # the paper code's labels (prompt role tokens too)
+    legacy_placeholder_tokens: bool = False  # the paper collator's token-id-0 leak
+    on_bad_sample: str = "raise"  # raise | substitute (serve the next sample, counted and logged)
+    seed: int = 0
+    save_steps: int = 100
+    save_total_limit: int = 2
+    time_budget_s: float | None = None  # save and stop after this much training wall time
+    num_workers: int | None = None  # None: 0 on CPU, min(6, cores - 1) on CUDA
+    log_every: int = 10  # print a line every N steps (every step goes to log.jsonl)
+    require_4bit: bool | None = None  # None: True on CUDA; False allows a loud LoRA fallback
+    activation_checkpointing: bool = True
+    device: str | None = None  # None: cuda (local rank) if available else cpu
+
+    def resolved_lr(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.mode]
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], **overrides: Any) -> TrainConfig:
+        """From notebook 03's parameters: every UPPER_CASE name that is a field's name
+        upper-cased (SEED, QUESTIONS, S, F, N, MODE, LR, LORA_R, LORA_ALPHA, GLOBAL_BATCH,
+        SAVE_STEPS, TIME_BUDGET_S, ...) and STEPS for ``max_steps``; others are ignored. A line
+        is printed every tenth of the steps. ``overrides`` (the resolved ``model``, ``out``,
+        ``coco``) win."""
+        names = {f.name.upper(): f.name for f in fields(cls)} | PARAM_ALIASES
+        kw = {names[k]: v for k, v in params.items() if k in names}
+        if kw.get("max_steps") is not None:
+            kw.setdefault("log_every", max(1, kw["max_steps"] // 10))
+        return cls(**(kw | overrides))
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TrainConfig:
+        """From the flags ``add_train_arguments`` declares."""
+        return cls(**{name: getattr(args, name) for name in TRAIN_FLAGS},
+                   require_4bit=False if args.allow_fallback else None)
+
+
+# The `python -m lib.train` flags in --help order: field -> (flag, extra add_argument keywords).
+# Type and default come from the field; a bool field is a switch.
+TRAIN_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "model": ("--model", {"required": True, "help": "LongVU checkpoint dir or cached hub id"}),
+    "coco": ("--coco", {"required": True, "help": "COCO-layout dir (images + captions)"}),
+    "questions": ("--questions", {"help": "question mix, e.g. R1 or R1:S=4:F=20"}),
+    "S": ("--S", {}),
+    "F": ("--F", {}),
+    "n": ("--n", {}),
+    "out": ("--out", {"required": True, "help": "run dir"}),
+    "mode": ("--mode", {"choices": TRAIN_MODES}),
+    "max_steps": ("--max-steps", {}),
+    "epochs": ("--epochs", {}),
+    "lr": ("--lr", {}),
+    "lora_r": ("--r", {}),
+    "lora_alpha": ("--alpha", {}),
+    "global_batch": ("--global-batch", {}),
+    "micro_batch": ("--micro-batch", {}),
+    "save_steps": ("--save-steps", {}),
+    "time_budget_s": ("--time-budget", {
+        "help": "seconds of training before saving and stopping (resume later)"}),
+    "num_workers": ("--workers", {}),
+    "frame_size": ("--frame-size", {}),
+    "jitter": ("--jitter", {}),
+    "question_mode": ("--question-mode", {"choices": questions.MODES}),
+    "seed": ("--seed", {}),
+    "log_every": ("--log-every", {}),
+    "init_adapter": ("--init-adapter", {}),
+    "supervise_prompt_tokens": ("--supervise-prompt-tokens", {
+        "help": "the paper code's labels (prompt role tokens supervised too)"}),
+    "legacy_placeholder_tokens": ("--legacy-placeholder-tokens", {
+        "help": "the paper collator's token-id-0 leak after the visual block"}),
+    "on_bad_sample": ("--on-bad-sample", {
+        "choices": ("raise", "substitute"),
+        "help": "a missing/corrupt image mid-run: stop (default) or serve the next sample, "
+                "counted in metrics.json bad_samples"}),
+}
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Declare ``TRAIN_FLAGS`` (typed and defaulted from ``TrainConfig``) and
+    ``--allow-fallback`` (``require_4bit=False``) on ``parser``."""
+    hints = get_type_hints(TrainConfig)
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    for name, (flag, extra) in TRAIN_FLAGS.items():
+        kind = next(t for t in getattr(hints[name], "__args__", (hints[name],))
+                    if t is not type(None))
+        kw: dict[str, Any] = {"dest": name, **extra}
+        if not extra.get("required"):
+            kw["default"] = defaults[name]
+        if kind is bool:
+            kw["action"] = "store_true"
+        else:
+            kw["type"] = kind
+        parser.add_argument(flag, **kw)
+    parser.add_argument("--allow-fallback", action="store_true",
+                        help="qlora: train 16-bit LoRA (loudly) if 4-bit is unusable")
+    return parser

@@ -21,15 +21,21 @@ multiple-choice benchmark presupposes).
 
 from __future__ import annotations
 
+import argparse
+import json
 import random
 from pathlib import Path
 
 import numpy as np
+import torch
 import torch.utils.data as tud
 from PIL import Image
 
-from lib import assets, minitvbench
+from lib import assets, longvu, minitvbench, paths
 from lib.coco import CaptionIndex, CocoError
+from lib.config import TrainConfig
+from lib.longvu import prompts
+from lib.longvu.tiny import write_tiny
 from lib.tvbench import LETTERS
 
 CAPTION_PROMPT = "Describe the image briefly."
@@ -38,8 +44,6 @@ VIDEO_SEED_OFFSET = 10_000  # benchmark videos use seeds 0..999 per task
 
 
 def _mc(question: str, options: list[str]) -> str:
-    from lib.longvu import prompts
-
     return "<image>\n" + prompts.mc_user_text(question, options)
 
 
@@ -119,8 +123,8 @@ class VideoStageDataset(tud.Dataset):
         task = self.tasks[i % len(self.tasks)]
         rng = random.Random(VIDEO_SEED_OFFSET + hash((self.seed, self.epoch, i)) % 10**9)
         slot = rng.randrange(16)
-        frames, question, right, wrong, extra = minitvbench.GENERATORS[task](rng, self.size, self.fps,
-                                                                       slot)
+        frames, question, right, wrong, extra = minitvbench.GENERATORS[task](rng, self.size,
+                                                                            self.fps, slot)
         step = max(1, round(self.fps / 2))
         lo, hi = 0, len(frames)
         if "start" in extra:  # the evaluator shows only the [start, end] window
@@ -140,16 +144,17 @@ def train_stage(start: Path | str, out: Path | str, dataset: tud.Dataset, steps:
                 seed: int = 0) -> Path:
     """Train all decoder + connector weights of ``start`` on ``dataset`` and save a complete
     checkpoint (towers and tokenizer included) to ``out``; a finished ``out`` is reused."""
-    from lib import longvu, train
+    # lib.train pulls in transformers' Trainer stack (accelerate, peft: ~3 s to import), and
+    # lib.profiles imports this module for every notebook, most of which never train.
+    from lib import train
 
     out = Path(out)
     if (out / "config.json").exists() and (out / "model.safetensors").exists():
         return out
-    cfg = train.TrainConfig(model=str(start), out=str(run_dir), mode="full", max_steps=steps,
-                            lr=lr, global_batch=global_batch, micro_batch=1, seed=seed,
-                            require_4bit=False, activation_checkpointing=False,
-                            save_steps=max(steps, 1), log_every=max(1, steps // 10),
-                            n=len(dataset))
+    cfg = TrainConfig(model=str(start), out=str(run_dir), mode="full", max_steps=steps, lr=lr,
+                      global_batch=global_batch, micro_batch=1, seed=seed, require_4bit=False,
+                      activation_checkpointing=False, save_steps=max(steps, 1),
+                      log_every=max(1, steps // 10), n=len(dataset))
     _, model = train.run_training(cfg, dataset=dataset)
     if model is None:
         raise RuntimeError(f"{run_dir}: training is marked complete but {out} is missing; "
@@ -174,9 +179,6 @@ def checkpoint(profile: str, backbone: str = "qwen", stage: str = "image", seed:
     image: a tiny random LongVU (demo geometry) after the image stage on shapes-COCO;
     video: that model after the video stage on MiniTVBench-style videos.
     """
-    from lib import paths
-    from lib.longvu.tiny import write_tiny
-
     if profile not in STAGE_STEPS:
         raise ValueError(f"no demo checkpoints for profile {profile!r}; the full profile uses "
                          "the official LongVU checkpoints")
@@ -202,23 +204,18 @@ def checkpoint(profile: str, backbone: str = "qwen", stage: str = "image", seed:
 
 def stage_summary(ckpt: Path | str) -> dict:
     """Where a stage checkpoint is and how its training went (from its run's metrics.json)."""
-    import json
-
     ckpt = Path(ckpt)
     f = ckpt.parent / f"{ckpt.name}_run" / "metrics.json"
     m = json.loads(f.read_text()) if f.exists() else {}
-    return {"checkpoint": str(ckpt), "steps": m.get("steps"), "first_loss": m.get("first_loss"),
-            "last_loss": m.get("last_loss"), "train_seconds": m.get("train_wall_s_this_session")}
+    return {"checkpoint": paths.relative(ckpt), "steps": m.get("steps"),
+            "first_loss": m.get("first_loss"), "last_loss": m.get("last_loss"),
+            "train_seconds": m.get("train_wall_s_this_session")}
 
 
 def image_mc_accuracy(ckpt: Path | str, coco_root: Path | str, n: int = 200,
                       num_options: int = 4, seed: int = 7, split: str = "val") -> dict:
     """Letter-likelihood accuracy of ``ckpt`` on ``n`` held-out image multiple-choice questions
     (the image stage's own format: distractors are captions of other images)."""
-    import torch
-
-    from lib import longvu
-
     model = longvu.load(ckpt).eval()
     index = CaptionIndex.from_root(coco_root, split)
     data = ImageStageDataset(index, n, seed=seed, num_options=num_options, mc_fraction=1.0)
@@ -239,16 +236,14 @@ def image_mc_accuracy(ckpt: Path | str, coco_root: Path | str, n: int = 200,
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import json
-
     p = argparse.ArgumentParser(prog="python -m lib.demo_stages",
                                 description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("mc-accuracy",
                        help="held-out image multiple-choice accuracy of a checkpoint")
     q.add_argument("--checkpoint", required=True)
-    q.add_argument("--coco", default=None, help="COCO-layout dir (default: the demo's shapes-COCO)")
+    q.add_argument("--coco", default=None,
+                   help="COCO-layout dir (default: the demo's shapes-COCO)")
     q.add_argument("--profile", default="demo", choices=["demo", "smoke"])
     q.add_argument("--n", type=int, default=200)
     q.add_argument("--options", type=int, default=4)

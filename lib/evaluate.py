@@ -1,12 +1,13 @@
-"""Run a video LLM on a TVBench-layout benchmark: model protocol, scorers, resumable runner.
+"""Run a video LLM on a TVBench-layout benchmark: parsers, scorers, the resumable runner, the CLI.
 
 Used by notebooks 01 (image- vs video-trained checkpoints) and 04 (base vs fine-tuned adapters),
-by ``python -m lib.tvbench eval`` and by benchmarks/tvbench_throughput.py. Metrics live in
-``lib.tvbench`` and work from the predictions file alone.
+by ``python -m lib.tvbench eval|score|compare`` (``main`` here is that CLI's body) and by
+benchmarks/tvbench_throughput.py. Metrics live in ``lib.metrics`` and work from the predictions
+file alone; tables and report.md text in ``lib.tables``; models in ``lib.models``.
 
-Any model works that implements ``VideoQAModel`` (``prompt``, ``preprocessor``, ``generate``,
-``letter_logprobs``, ``option_logprobs``); ``LongVUModel`` wraps ``lib.longvu`` and
-``FakeModel`` is a deterministic stand-in for tests and dry runs (``--model fake:hash``).
+Any model works that implements ``lib.models.VideoQAModel`` (``prompt``, ``preprocessor``,
+``generate``, ``letter_logprobs``, ``option_logprobs``); ``--model fake:hash`` is the
+deterministic stand-in for tests and dry runs.
 
 Scorings: ``paper`` (LongVU's prompt, greedy 5 tokens, its regex parser whose misses fall back
 to option C, counted), ``strict`` (same generation, an unparsable answer is wrong),
@@ -19,31 +20,36 @@ there, preprocesses on the CPU, and appends one line per (question, condition, s
 ``predictions.jsonl`` (flushed per question, fsynced every 2 s). A rerun skips finished keys,
 so a killed run resumes to exactly the same metrics. The scorers of one question share one
 visual encoding. Under torchrun/accelerate (``WORLD_SIZE`` > 1)
-rank r takes questions r, r+W, ...; rank 0 merges the shard files and scores.
+rank r takes questions r, r+W, ...; rank 0 merges the shard files and scores. The ``eval``
+command records each group as a row of ``outputs/results/tvbench.csv`` (``lib.results``).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import contextlib
 import json
 import os
 import re
+import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from lib import tvbench, video
+from lib import metrics, results, runs, tables, tvbench, video
 from lib.config import EvalSpec, default_workers
-from lib.models import VideoQAModel, load_model
-from lib.tvbench import LETTERS, Benchmark, Question
+from lib.metrics import SCORINGS
+from lib.tvbench import LETTERS, Benchmark, BenchmarkError, Question
 from lib.video import Sampler
 
-SCORINGS = ("paper", "strict", "letter", "option")
+if TYPE_CHECKING:  # type hints only: lib.models imports torch (see cli_eval)
+    from lib.models import ModelSpec, VideoQAModel
+
 PAPER_FALLBACK = 2  # option C, what the reference parser answers when it cannot read a letter
 
 
@@ -77,12 +83,14 @@ def parse_strict(text: str, num_options: int) -> tuple[int | None, str]:
 
 
 def expand_scorings(scorings: Sequence[str]) -> list[str]:
+    """The scorers to run, ``likelihood`` expanded to letter + option, duplicates dropped."""
     out = []
     for s in scorings:
         parts = ["letter", "option"] if s == "likelihood" else [s]
         for p in parts:
             if p not in SCORINGS:
-                raise ValueError(f"unknown scoring {s!r}; choose from {SCORINGS + ('likelihood',)}")
+                raise ValueError(f"unknown scoring {s!r}; choose from "
+                                 f"{SCORINGS + ('likelihood',)}")
             out.append(p)
     return list(dict.fromkeys(out))
 
@@ -173,19 +181,6 @@ def _loader(ds: _ClipDataset, num_workers: int):
 # The runner
 
 
-def select(questions: list[Question], limit: int | None) -> list[Question]:
-    """The first ``limit`` questions of each task (all with None)."""
-    if limit is None:
-        return list(questions)
-    seen: dict[str, int] = {}
-    out = []
-    for q in questions:
-        if seen.get(q.task, 0) < limit:
-            out.append(q)
-            seen[q.task] = seen.get(q.task, 0) + 1
-    return out
-
-
 def _fingerprint(model: VideoQAModel, bench: Benchmark, spec: EvalSpec) -> dict:
     """What must not change between a run and its resumption."""
     return {"model": model.name, "data": str(bench.root.resolve()),
@@ -197,7 +192,7 @@ def _done_keys(out_dir: Path) -> set:
     files = sorted(out_dir.glob("predictions*.jsonl"))
     if not files:
         return set()
-    return {tvbench.prediction_key(r) for r in tvbench.read_predictions(out_dir)}
+    return {metrics.prediction_key(r) for r in metrics.read_predictions(out_dir)}
 
 
 def _open_append(path: Path):
@@ -210,25 +205,21 @@ def _open_append(path: Path):
     return open(path, "a", encoding="utf-8")
 
 
-class _torch_threads:
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
     """Temporarily set torch's intra-op threads (None: leave as is). Tiny models on a busy CPU
     run several times faster on one thread than on two that spin-wait for each other."""
+    if not n:
+        yield
+        return
+    import torch
 
-    def __init__(self, n: int | None):
-        self.n, self.old = n, None
-
-    def __enter__(self):
-        if self.n:
-            import torch
-
-            self.old = torch.get_num_threads()
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        if self.old:
-            import torch
-
-            torch.set_num_threads(self.old)
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def dist_info() -> tuple[int, int]:
@@ -249,8 +240,6 @@ def run(model: VideoQAModel, bench: Benchmark, out_dir: Path | str, spec: EvalSp
     are skipped. Refuses an ``out_dir`` whose predictions came from another model, data or
     sampler.
     """
-    from tqdm.auto import tqdm
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scorings = expand_scorings(spec.scorings)
@@ -261,7 +250,7 @@ def run(model: VideoQAModel, bench: Benchmark, out_dir: Path | str, spec: EvalSp
         old = json.loads(cfg_file.read_text()).get("fingerprint")
         if old is not None and old != fp:
             diff = sorted(k for k in fp if old.get(k) != fp[k])
-            raise tvbench.BenchmarkError(
+            raise BenchmarkError(
                 f"{out}: holds predictions made with a different {diff}; use another --out "
                 "or delete the folder.")
     if rank == 0:
@@ -269,10 +258,8 @@ def run(model: VideoQAModel, bench: Benchmark, out_dir: Path | str, spec: EvalSp
                                            "scorings": scorings},
                "skipped_missing_video": len(bench.skipped), "skipped_videos": bench.skipped_videos,
                "release": bench.release, "world_size": world_size}
-        from lib.runs import env_report, write_json
-
-        write_json(cfg_file, {**cfg, "env": env_report()})
-    questions = select(bench.questions, spec.limit)
+        runs.write_json(cfg_file, {**cfg, "env": runs.env_report()})
+    questions = tvbench.select(bench.questions, spec.limit)
     mine = questions[rank::world_size]
     done = _done_keys(out)
 
@@ -321,7 +308,7 @@ def run(model: VideoQAModel, bench: Benchmark, out_dir: Path | str, spec: EvalSp
 def merge(out_dir: Path | str, bench: Benchmark | None = None) -> Path:
     """Fold per-rank shard files into predictions.jsonl (de-duplicated, in question order)."""
     out = Path(out_dir)
-    recs = tvbench.read_predictions(out)
+    recs = metrics.read_predictions(out)
     order = {tvbench.sample_id(q): i for i, q in enumerate(bench.questions)} if bench else {}
     urank = {c: i for i, c in enumerate(tvbench.CONDITIONS)}
     srank = {s: i for i, s in enumerate(SCORINGS)}
@@ -342,61 +329,12 @@ def finalize(out_dir: Path | str, bench: Benchmark, n_boot: int = 2000, seed: in
     """Merge shards, score every group, write metrics.json and report.md."""
     out = Path(out_dir)
     merge(out, bench)
-    scored = Benchmark(bench.root, bench.tasks, select(bench.questions, limit), bench.skipped,
-                       bench.release, bench.json_sha256)
-    res = tvbench.score(out / "predictions.jsonl", scored, n_boot=n_boot, seed=seed)
+    scored = Benchmark(bench.root, bench.tasks, tvbench.select(bench.questions, limit),
+                       bench.skipped, bench.release, bench.json_sha256)
+    res = metrics.score(out / "predictions.jsonl", scored, n_boot=n_boot, seed=seed)
     (out / "metrics.json").write_text(json.dumps(res, indent=1) + "\n")
-    rows = {label: m for label, m in res.items()}
-    table = tvbench.results_table(rows, ci=True)
-    parts = ["# TVBench run", "", f"data: {bench.root}", "",
-             table.to_markdown() if _has_tabulate() else table.to_string(), ""]
-    for label, m in res.items():
-        parts += [f"## {label}", "", "```", tvbench.format_table(m), "```", ""]
-    (out / "report.md").write_text("\n".join(parts))
+    (out / "report.md").write_text(tables.run_report(res, bench.root))
     return res
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-        return True
-    except ImportError:
-        return False
-
-
-def result_row(label: str, metrics: dict, run_dir: Path | str, model: str, data: str,
-               group: str) -> dict:
-    """A row for outputs/results/tvbench.csv."""
-    cond, _, scoring = group.partition("/")
-    row = {"label": label, "model": model, "data": str(data), "group": group,
-           "condition": cond, "scoring": scoring, "n": metrics["n"],
-           "skipped_missing_video": metrics.get("skipped_missing_video", 0),
-           "micro": round(metrics["micro"], 2), "macro": round(metrics["macro"], 2),
-           "micro_lo": round(metrics["micro_ci"][0], 2) if metrics.get("micro_ci") else "",
-           "micro_hi": round(metrics["micro_ci"][1], 2) if metrics.get("micro_ci") else "",
-           "chance_micro": round(metrics["chance_micro"], 2),
-           "chance_macro": round(metrics["chance_macro"], 2), "run_dir": str(run_dir)}
-    for t in metrics["tasks"].values():
-        row[t["abbr"]] = round(t["acc"], 2)
-        # Per-task 95% CIs (clustered bootstrap) and chance, so notebook 05 plots from the CSV.
-        row[f"{t['abbr']}_lo"] = round(t["ci"][0], 2) if t.get("ci") else ""
-        row[f"{t['abbr']}_hi"] = round(t["ci"][1], 2) if t.get("ci") else ""
-        row[f"{t['abbr']}_chance"] = round(t["chance"], 2)
-        row[f"{t['abbr']}_n"] = t["n"]
-    p = metrics.get("parse", {})
-    row["parse_fail"] = sum(v for k, v in p.items() if k != "ok")
-    return row
-
-
-def record(res: dict[str, dict], label: str, run_dir: Path | str, model: str, data: str) -> Path:
-    """Append (or replace) one row per group in outputs/results/tvbench.csv."""
-    from lib import runs
-
-    f = None
-    for group, m in res.items():
-        f = runs.append_result("tvbench", result_row(label, m, run_dir, model, data, group),
-                               key=["run_dir", "group"])
-    return f
 
 
 def evaluate(model: VideoQAModel, bench: Benchmark, out_dir: Path | str, spec: EvalSpec,
@@ -405,13 +343,27 @@ def evaluate(model: VideoQAModel, bench: Benchmark, out_dir: Path | str, spec: E
     groups of ``spec`` only (a shared folder may also hold other conditions or scorers)."""
     run(model, bench, out_dir, spec, progress=progress)
     res = finalize(out_dir, bench, n_boot=n_boot, limit=spec.limit)
-    wanted = {tvbench.group_label(c, s, sc) for c, s in spec.units()
+    wanted = {metrics.group_label(c, s, sc) for c, s in spec.units()
               for sc in expand_scorings(spec.scorings)}
     return {k: v for k, v in res.items() if k in wanted}
 
 
+def evaluate_models(models: Sequence[ModelSpec], run_dirs: Mapping[str, Path | str],
+                    bench: Benchmark, spec: EvalSpec, n_boot: int = 2000, progress: bool = True
+                    ) -> dict[str, dict[str, dict]]:
+    """``evaluate`` each model (notebooks 01, 04) into ``run_dirs[label]``, one loaded at a
+    time: label -> its groups' metrics."""
+    out = {}
+    for ms in models:
+        model = ms.load()
+        out[ms.label] = evaluate(model, bench, run_dirs[ms.label], spec, n_boot=n_boot,
+                                 progress=progress)
+        del model  # free it before the next one loads
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
-# CLI (python -m lib.tvbench eval ...)
+# CLI: python -m lib.tvbench eval|score|compare
 
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
@@ -459,10 +411,11 @@ def cli_eval(args) -> int:
         group = dist
     release = None if args.release == "none" else args.release
     bench = tvbench.open_benchmark(args.data, args.tasks, args.on_missing, release)
+    # Imported here so that `score` and `compare` never load torch and transformers.
+    from lib.models import load_model
+
     model = load_model(args.model, args.adapter, args.device, args.quantization, args.dtype)
-    spec = EvalSpec(tuple(args.conditions), tuple(args.seeds), tuple(args.scorings),
-                    Sampler(args.sampler, args.num_frames), args.max_new_tokens, args.limit,
-                    args.workers, args.frame_cache, args.backend, args.threads)
+    spec = EvalSpec.from_args(args)
     stats = run(model, bench, args.out, spec, rank, world, progress=not args.quiet)
     if world > 1 and group is None:
         print(f"rank {rank} done ({stats['records']} records); with no process group (no "
@@ -477,199 +430,62 @@ def cli_eval(args) -> int:
     res = finalize(args.out, bench, n_boot=args.n_boot, limit=args.limit)
     if group is not None:
         group.destroy_process_group()
-    for label, m in res.items():
-        print(f"== {label}")
-        print(tvbench.format_table(m))
+    print(tables.format_groups(res))
     if not args.no_record:
-        record(res, args.label or Path(args.out).name, args.out, model.name, args.data)
-    first = next(iter(res.values()))
-    print(f"micro {first['micro']:.2f} macro {first['macro']:.2f} n {first['n']}")
+        results.record(res, args.label or Path(args.out).name, args.out, model.name, args.data)
     return 0
 
 
-# ---------------------------------------------------------------------------------------------
-# Notebook support: which checkpoints, adapters from notebook 03, figures
+def _cmd_score(args) -> int:
+    res = metrics.score(args.predictions, args.data, n_boot=args.n_boot, seed=args.seed)
+    if args.group:
+        if args.group not in res:
+            print(f"no group {args.group!r}; have {list(res)}", file=sys.stderr)
+            return 2
+        res = {args.group: res[args.group]}
+    print(tables.format_groups(res))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+    return 0
 
 
-def group_records(source: Path | str | list[dict], group: str,
-                  questions: Sequence[Question] | None = None) -> list[dict]:
-    """The records of one ``condition[@seed]/scoring`` group, e.g. ``shuffled@0/paper``;
-    with ``questions``, only theirs (a shared folder may hold more, from a larger LIMIT)."""
-    recs = tvbench.read_predictions(source) if not isinstance(source, list) else source
-    keep = None if questions is None else {tvbench.sample_id(q) for q in questions}
-    return [r for r in recs if tvbench.group_label(r.get("condition", "normal"), r.get("seed"),
-                                                   r.get("scoring", "paper")) == group
-            and (keep is None or r.get("sample_id") in keep)]
+def _cmd_compare(args) -> int:
+    res = metrics.paired(args.a, args.b, args.data, n_boot=args.n_boot, seed=args.seed)
+    print(tables.format_paired(res))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+    return 0
 
 
-def seed_summary(res: dict[str, dict], condition: str = "shuffled", scoring: str = "paper"
-                 ) -> dict | None:
-    """Mean and sd of micro accuracy over the shuffle seeds of a run."""
-    vals = [m["micro"] for g, m in res.items()
-            if g.startswith(condition + "@") and g.endswith("/" + scoring)]
-    if not vals:
-        return None
-    return {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1
-            else 0.0, "seeds": len(vals)}
-
-
-def plot_per_task(rows: dict[str, dict], title: str = ""):
-    """Grouped bars: per-task accuracy with 95% CIs for each labelled run, chance as ticks."""
-    import matplotlib.pyplot as plt
-
-    first = next(iter(rows.values()))
-    tasks = list(first["tasks"])
-    abbr = [first["tasks"][t]["abbr"] for t in tasks] + ["micro"]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(abbr) * max(1, len(rows)) / 2, 3.6))
-    w = 0.8 / len(rows)
-    x = np.arange(len(abbr))
-    for j, (label, m) in enumerate(rows.items()):
-        acc = [m["tasks"][t]["acc"] for t in tasks] + [m["micro"]]
-        ci = [m["tasks"][t]["ci"] for t in tasks] + [m["micro_ci"]]
-        err = np.maximum(0, np.array([[a - c[0], c[1] - a] if c else [0, 0]
-                                      for a, c in zip(acc, ci)]).T)
-        ax.bar(x + (j - (len(rows) - 1) / 2) * w, acc, w, yerr=err, capsize=2, label=label,
-               error_kw={"lw": 1, "ecolor": "0.35"})
-    chance = [first["tasks"][t]["chance"] for t in tasks] + [first["chance_micro"]]
-    ax.scatter(x, chance, marker="_", s=600, color="black", zorder=3, label="chance (data)")
-    ax.set(xticks=x, xticklabels=abbr, ylabel="accuracy (%)", ylim=(0, 100), title=title)
-    ax.legend(fontsize=8, ncol=min(3, len(rows) + 1), loc="upper right")
-    fig.tight_layout()
-    return fig
-
-
-def plot_paired(diffs: dict[str, dict], title: str = ""):
-    """Horizontal bars: paired micro-accuracy differences (B - A) with bootstrap 95% CIs."""
-    import matplotlib.pyplot as plt
-
-    labels = list(diffs)
-    d = np.array([diffs[k]["micro_diff"] for k in labels])
-    lo = np.array([diffs[k]["micro_ci"][0] for k in labels])
-    hi = np.array([diffs[k]["micro_ci"][1] for k in labels])
-    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(labels) + 1.2))
-    y = np.arange(len(labels))
-    ax.barh(y, d, xerr=np.maximum(0, [d - lo, hi - d]), capsize=3, color=["C3" if v < 0 else "C0" for v in d])
-    ax.axvline(0, color="black", lw=0.8)
-    ax.set(yticks=y, yticklabels=labels, xlabel="paired difference in micro accuracy (points)",
-           title=title)
-    ax.invert_yaxis()
-    fig.tight_layout()
-    return fig
-
-
-def summary_frame(results: dict[str, dict[str, dict]]):
-    """One row per (model, condition group, scoring): micro with CI, macro, n, parse failures."""
-    import pandas as pd
-
-    rows = []
-    for model, res in results.items():
-        for group, m in res.items():
-            cond, _, scoring = group.partition("/")
-            p = m.get("parse", {})
-            rows.append({"model": model, "condition": cond, "scoring": scoring,
-                         "micro": m["micro"], "micro_lo": (m["micro_ci"] or [np.nan])[0],
-                         "micro_hi": (m["micro_ci"] or [np.nan, np.nan])[1],
-                         "macro": m["macro"], "n": m["n"], "chance_micro": m["chance_micro"],
-                         "parse_fail_%": 100 * sum(v for k, v in p.items() if k != "ok")
-                         / max(1, m["n"]) if scoring in ("paper", "strict") else np.nan})
-    return pd.DataFrame(rows)
-
-
-def scorer_agreement(source: Path | str | list[dict], condition: str = "normal",
-                     seed: int | None = None):
-    """How often the scorers pick the same option on the same questions (pairwise %)."""
-    import pandas as pd
-
-    recs = tvbench.read_predictions(source) if not isinstance(source, list) else source
-    picks: dict[str, dict[str, Any]] = {}
-    for r in recs:
-        if r.get("condition", "normal") == condition and r.get("seed") == seed:
-            picks.setdefault(r.get("scoring", "paper"), {})[r["sample_id"]] = r["pred_index"]
-    names = [s for s in SCORINGS if s in picks]
-    out = pd.DataFrame(index=names, columns=names, dtype=float)
-    for a in names:
-        for b in names:
-            shared = picks[a].keys() & picks[b].keys()
-            out.loc[a, b] = 100 * np.mean([picks[a][k] == picks[b][k] for k in shared]) \
-                if shared else np.nan
-    return out
-
-
-def plot_conditions(summary, title: str = ""):
-    """One panel per model: micro accuracy per condition, one bar per scorer, 95% CIs, and the
-    data's micro chance as a dashed line (``summary`` from ``summary_frame``)."""
-    import matplotlib.pyplot as plt
-
-    models = list(dict.fromkeys(summary["model"]))
-    scorings = list(dict.fromkeys(summary["scoring"]))
-    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 3.6), squeeze=False)
-    for ax, model in zip(axes[0], models):
-        s = summary[summary["model"] == model]
-        conds = list(dict.fromkeys(s["condition"]))
-        w = 0.8 / len(scorings)
-        for j, sc in enumerate(scorings):
-            r = s[s["scoring"] == sc].set_index("condition").reindex(conds)
-            x = np.arange(len(conds)) + (j - (len(scorings) - 1) / 2) * w
-            err = np.maximum(0, [r["micro"] - r["micro_lo"], r["micro_hi"] - r["micro"]])
-            ax.bar(x, r["micro"], w, label=sc, yerr=np.nan_to_num(err), capsize=2)
-        if "chance_micro" in s:
-            ax.axhline(s["chance_micro"].iloc[0], color="black", ls="--", lw=0.8,
-                       label="chance (data)")
-        ax.set(xticks=range(len(conds)), xticklabels=conds, ylim=(0, 100), title=model,
-               ylabel="micro accuracy (%)")
-        ax.tick_params(axis="x", rotation=30)
-    axes[0][0].legend(fontsize=8, ncol=2)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-# ---------------------------------------------------------------------------------------------
-# The paper's phenomenon in one table: does pseudo-video training help on ordering tasks, and
-# does the help vanish when the frame order is destroyed?
-
-def ordering_effect(base_src: Path | str, tuned_src: Path | str, bench: Benchmark,
-                    scoring: str, shuffle_seed: int = 0, tasks: Sequence[str] = tvbench.ORDERING_TASKS,
-                    n_boot: int = 2000, seed: int = 0) -> dict[str, dict]:
-    """Paired effects on the ordering tasks present: tuned - base under normal order (the gain),
-    the same under shuffled frames (what survives without order), and tuned shuffled - normal."""
-    present = [t for t in tasks if t in {q.task for q in bench.questions}]
-    if not present:
-        raise ValueError(f"none of the ordering tasks {list(tasks)} is in {bench.root}")
-    shuf = f"shuffled@{shuffle_seed}/{scoring}"
-
-    def recs(src, group):
-        out = [r for r in group_records(src, group) if r["task"] in present]
-        if not out:
-            raise ValueError(f"{src}: no {group} predictions on {present}; evaluate that "
-                             "condition and scorer first")
-        return out
-
-    pairs = {
-        "gain_normal": (recs(base_src, f"normal/{scoring}"), recs(tuned_src, f"normal/{scoring}")),
-        "gain_shuffled": (recs(base_src, shuf), recs(tuned_src, shuf)),
-        "tuned_shuffled_minus_normal": (recs(tuned_src, f"normal/{scoring}"),
-                                        recs(tuned_src, shuf)),
-    }
-    out = {}
-    for name, (a, b) in pairs.items():
-        p = tvbench.paired(a, b, bench, n_boot=n_boot, seed=seed)
-        out[name] = {"tasks": "+".join(present), "scoring": scoring, "n": p["n"],
-                     "a": p["micro_a"], "b": p["micro_b"], "diff": p["micro_diff"],
-                     "ci_lo": p["micro_ci"][0], "ci_hi": p["micro_ci"][1],
-                     "mcnemar_p": p["mcnemar_p"]}
-    g, s = out["gain_normal"]["diff"], out["gain_shuffled"]["diff"]
-    out["gain_normal"]["gain_kept_when_shuffled"] = (s / g) if g > 0 else None
-    return out
-
-
-def record_effect(effect: dict[str, dict], label: str, run_dir: Path | str) -> Path:
-    """One row per comparison in outputs/results/tvbench_effects.csv (read by notebook 05)."""
-    from lib import runs
-
-    f = None
-    for name, row in effect.items():
-        f = runs.append_result("tvbench_effects", {"label": label, "comparison": name,
-                                                   "run_dir": str(run_dir), **row},
-                               key=["run_dir", "comparison", "scoring"])
-    return f
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lib.tvbench eval|score|compare``."""
+    ap = argparse.ArgumentParser(prog="python -m lib.tvbench", description=(
+        "Evaluate a video LLM on a TVBench-layout benchmark, score predictions, compare runs."))
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("eval", help="run a model on a TVBench-layout folder (resumable)")
+    add_eval_args(e)
+    s = sub.add_parser("score", help="all metrics from a predictions file, no model")
+    s.add_argument("--data", required=True, help="TVBench-layout folder (videos not needed)")
+    s.add_argument("--predictions", required=True, help="predictions .jsonl or a run dir")
+    s.add_argument("--json", help="write all metrics here")
+    s.add_argument("--group", help="only this condition/scoring group, e.g. normal/paper")
+    s.add_argument("--n-boot", type=int, default=2000)
+    s.add_argument("--seed", type=int, default=0)
+    c = sub.add_parser("compare", help="paired difference B - A on shared questions")
+    c.add_argument("--data", default=None)
+    c.add_argument("a")
+    c.add_argument("b")
+    c.add_argument("--json")
+    c.add_argument("--n-boot", type=int, default=2000)
+    c.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "score":
+            return _cmd_score(args)
+        if args.cmd == "compare":
+            return _cmd_compare(args)
+        return cli_eval(args)
+    except BenchmarkError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

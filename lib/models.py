@@ -99,7 +99,8 @@ class LongVUModel:
              quantization: str = "none", dtype=None, name: str | None = None) -> LongVUModel:
         m = longvu.load(path_or_id, quantization=quantization, dtype=dtype, device=device,
                         adapter=adapter)
-        label = name or (Path(str(path_or_id)).name + (f"+{Path(adapter).name}" if adapter else ""))
+        label = name or (Path(str(path_or_id)).name
+                         + (f"+{Path(adapter).name}" if adapter else ""))
         return cls(m, label)
 
     def prompt(self, question: str, candidates: Sequence[str]) -> str:
@@ -181,10 +182,8 @@ def load_model(spec: str, adapter: str | None = None, device: str = "auto",
         opts = dict(kv.split("=") for kv in q.split("&") if kv)
         return FakeModel(kind or "hash", float(opts.get("delay", 0)))
     tdtype = getattr(torch, dtype) if dtype else None
-    return LongVUModel.load(spec, adapter=adapter, device=str(pick_device(device)), quantization=quantization,
-                            dtype=tdtype)
-
-
+    return LongVUModel.load(spec, adapter=adapter, device=str(pick_device(device)),
+                            quantization=quantization, dtype=tdtype)
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ authors' project page). Every row lists the ten TVBench tasks in ``COLUMNS`` ord
 "Avg", the micro average over all questions; ``None`` marks a cell our copy of the paper does
 not recover ("?" in paper_tables.md). Accuracies are percentages.
 
-Used by lib.tvbench.paper_table3 (notebooks 01, 04) and lib.ablations (notebook 05), which turns
-a table into a DataFrame with ``lib.ablations.paper_frame``.
+Used by ``lib.tables.paper_frame``, which turns a table into a DataFrame (notebooks 01, 04, 05),
+and ``lib.ablations`` (notebook 05); ``LLM_NAMES`` names the backbones as the tables do.
 """
 
 TASKS = ["AC", "OC", "AS", "OS", "ST", "AL", "AA", "UA", "ES", "MD"]

@@ -1,4 +1,5 @@
-"""Pseudo-video previews and option statistics, static (figures/) and interactive (ipywidgets).
+"""Pseudo-video previews, static (figures/) and interactive (ipywidgets), and the per-sample
+statistics table (``lib.plots`` draws its figures).
 
 Used by notebook 02. One renderer draws a frame strip or a single frame, a timeline bar coloured by
 scene and the question with its options (the right one highlighted); ``static_preview`` saves it as
@@ -15,7 +16,8 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-    from lib.pseudo_video import PseudoVideoSource, Sample
+    from lib.pseudo_video import PseudoVideoSource
+    from lib.questions import Sample
 
 WRAP = 110  # characters per QA line
 FONT = 8  # points
@@ -141,11 +143,17 @@ def frame_view(sample: "Sample", frames: np.ndarray, t: int):
 def interactive_preview(source: "PseudoVideoSource", jitter: str = "mild", size=None,
                         interval_ms: int = 300):
     """Sample selector, frame scrubber with play, timeline and QA (needs a live kernel)."""
+    import threading
+
     import ipywidgets as w
     import matplotlib.pyplot as plt
     from IPython.display import display
 
     cache: dict[int, tuple] = {}
+    # ipykernel 7 may run widget messages on a subshell thread beside the main shell, and two
+    # redraws at once through pyplot/Agg show blank figures: one redraw at a time (re-entrant,
+    # since a frame change inside new_sample redraws through the frame observer).
+    lock = threading.RLock()
 
     def get(i: int):
         if i not in cache:
@@ -161,17 +169,21 @@ def interactive_preview(source: "PseudoVideoSource", jitter: str = "mild", size=
     out = w.Output()
 
     def redraw(*_):
-        s, fr = get(pick.value)
-        frame.max = play.max = len(fr) - 1
-        with out:
-            out.clear_output(wait=True)
-            fig = frame_view(s, fr, min(frame.value, len(fr) - 1))
-            plt.show()
-            plt.close(fig)
+        with lock:
+            s, fr = get(pick.value)
+            frame.max = play.max = len(fr) - 1
+            with out:
+                out.clear_output(wait=True)
+                fig = frame_view(s, fr, min(frame.value, len(fr) - 1))
+                plt.show()
+                plt.close(fig)
 
     def new_sample(*_):
-        frame.value = play.value = 0
-        redraw()
+        with lock:
+            moved = frame.value != 0
+            frame.value = play.value = 0  # a frame change redraws through frame's observer
+            if not moved:
+                redraw()
 
     pick.observe(new_sample, "value")
     frame.observe(redraw, "value")
@@ -195,50 +207,3 @@ def sample_table(source: "PseudoVideoSource", epoch: int = 0) -> "pd.DataFrame":
         rows.append({"question_type": s.question_type, "mode": s.mode, "scenes": len(s.image_ids),
                      "frames": s.num_frames, "options": len(s.options), "letter": s.letter})
     return pd.DataFrame(rows)
-
-
-def plot_letters(df: "pd.DataFrame"):
-    """Answer-letter shares per question type, fixed vs compat."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    share = (df.groupby(["question_type", "mode"])["letter"].value_counts(normalize=True)
-             .rename("share").reset_index())
-    g = sns.catplot(share, x="letter", y="share", hue="mode", col="question_type", kind="bar",
-                    col_wrap=4, height=2.4, order=sorted(df["letter"].unique()))
-    for ax in g.axes.flat:
-        ax.axhline(0.25, color="grey", ls=":", lw=1)
-    g.figure.suptitle("Answer letter per question type (dotted: uniform over 4)", y=1.03)
-    plt.close(g.figure)
-    return g.figure
-
-
-def plot_option_counts(df: "pd.DataFrame"):
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    share = (df.groupby(["question_type", "mode"])["options"].value_counts(normalize=True)
-             .rename("share").reset_index())
-    g = sns.catplot(share, x="options", y="share", hue="mode", col="question_type", kind="bar",
-                    col_wrap=4, height=2.4)
-    g.figure.suptitle("Number of options per question type", y=1.03)
-    plt.close(g.figure)
-    return g.figure
-
-
-def plot_scenes_frames(df: "pd.DataFrame"):
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    d = df[df["mode"] == df["mode"].iloc[0]]  # the formation table is shared by both modes
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-    sns.histplot(d, x="scenes", hue="question_type", multiple="dodge", discrete=True, ax=axes[0],
-                 shrink=0.8)
-    sns.histplot(d, x="frames", hue="question_type", multiple="stack", discrete=True, ax=axes[1])
-    axes[0].get_legend().remove()
-    sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
-    axes[0].set_title("Scenes per video")
-    axes[1].set_title("Frames per video (T = sum of F_j)")
-    fig.tight_layout()
-    plt.close(fig)
-    return fig

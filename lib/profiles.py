@@ -87,8 +87,10 @@ def resolve_adapter(entry: str, base: str) -> ModelSpec:
     if m.get("model_dir"):
         return ModelSpec(f"03:{entry}", str(paths.absolute(m["model_dir"])))
     quant = "nf4" if m.get("quantization") == "nf4" else "none"
-    start = m.get("start_checkpoint")
-    return ModelSpec(f"03:{entry}", str(paths.absolute(start)) if start else base,
+    start = m.get("start_checkpoint") or base
+    if paths.absolute(start).exists():  # a repo-relative dir; a hub id stays as written
+        start = str(paths.absolute(start))
+    return ModelSpec(f"03:{entry}", start,
                      str(paths.absolute(m["adapter_dir"])), quant)
 
 

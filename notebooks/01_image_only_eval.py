@@ -34,11 +34,15 @@ from IPython.display import display
 
 import lib.config
 import lib.evaluate
+import lib.metrics
 import lib.models
 import lib.paper
-import lib.profiles
+import lib.paths
 import lib.plots
+import lib.profiles
+import lib.results
 import lib.runs
+import lib.tables
 import lib.tvbench
 
 lib.plots.set_style()
@@ -61,7 +65,8 @@ FRAME_CACHE = True  # cache decoded clips in outputs/04_tvbench_eval/_shared/fra
 TORCH_THREADS = None  # torch CPU threads while scoring (None: torch's default; 1 for tiny models)
 
 # %%
-run = lib.runs.start("01_image_only_eval", RUN_NAME, lib.runs.notebook_params(globals()))
+params = lib.runs.notebook_params(globals())
+run = lib.runs.start("01_image_only_eval", RUN_NAME, params)
 data_dir = lib.profiles.benchmark_root(PROFILE, DATA_DIR)
 llm = lib.paper.LLM_NAMES[BACKBONE]
 
@@ -73,22 +78,20 @@ llm = lib.paper.LLM_NAMES[BACKBONE]
 
 # %%
 bench = lib.tvbench.open_benchmark(data_dir, on_missing=ON_MISSING)
-display(pd.DataFrame([{"task": t.key, "abbr": t.abbr, "bounded": t.bound,
-                       "questions": sum(q.task == t.key for q in bench.questions),
-                       "skipped (missing video)": sum(q.task == t.key for q in bench.skipped)}
-                      for t in bench.tasks]).set_index("task"))
+display(lib.tables.benchmark_overview(bench))
 print(f"{data_dir}: {len(bench.questions)} questions, release check: {bench.release}")
 
 # %% [markdown]
 # ## 2. The two checkpoints
+# Labelled with Table 3's own names (image-trained, video-trained); each is evaluated into its
+# own folder of this run.
 
 # %%
-models = {
-    stage: lib.models.ModelSpec(
-        f"{stage}-trained", ckpt or lib.profiles.start_checkpoint(PROFILE, BACKBONE, stage, SEED))
-    for stage, ckpt in (("image", IMAGE_CHECKPOINT), ("video", VIDEO_CHECKPOINT))
-}
-display(pd.DataFrame([{"model": s.label, "checkpoint": s.checkpoint} for s in models.values()]))
+checkpoints = {"image": IMAGE_CHECKPOINT, "video": VIDEO_CHECKPOINT}
+models = [lib.models.ModelSpec(f"{stage}-trained", ckpt or lib.profiles.start_checkpoint(
+    PROFILE, BACKBONE, stage, SEED)) for stage, ckpt in checkpoints.items()]
+run_dirs = {f"{stage}-trained": run.path("eval", stage) for stage in checkpoints}
+display(pd.DataFrame([{"model": s.label, "checkpoint": s.checkpoint} for s in models]))
 
 # %% [markdown]
 # ## 3. Evaluate (normal and shuffled; resumable)
@@ -97,17 +100,10 @@ display(pd.DataFrame([{"model": s.label, "checkpoint": s.checkpoint} for s in mo
 # so re-running this cell after an interruption continues where it stopped.
 
 # %%
-spec = lib.config.EvalSpec(
-    conditions=("normal", "shuffled"), seeds=tuple(SHUFFLE_SEEDS), scorings=(SCORING,),
-    limit=LIMIT, frame_cache=str(lib.profiles.shared_frame_cache()) if FRAME_CACHE else None,
-    threads=TORCH_THREADS, **({"num_workers": WORKERS} if WORKERS is not None else {}))
-results = {}
-for stage, ms in models.items():
-    model = ms.load()
-    results[ms.label] = lib.evaluate.evaluate(model, bench, run.path("eval", stage), spec,
-                                              n_boot=N_BOOT)
-    del model
-normal, shuffled = f"normal/{SCORING}", f"shuffled@{SHUFFLE_SEEDS[0]}/{SCORING}"
+spec = lib.config.EvalSpec.from_params(params, lib.profiles.shared_frame_cache(),
+                                       conditions=("normal", "shuffled"))
+results = lib.evaluate.evaluate_models(models, run_dirs, bench, spec, n_boot=N_BOOT)
+normal = f"normal/{SCORING}"
 
 # %% [markdown]
 # ## 4. Table 3 layout: our rows beside the paper's
@@ -116,15 +112,8 @@ normal, shuffled = f"normal/{SCORING}", f"shuffled@{SHUFFLE_SEEDS[0]}/{SCORING}"
 # average). The chance row is computed from the option counts of the evaluated questions.
 
 # %%
-rows, paper_rows = {}, []
-for label, res in results.items():
-    rows[f"ours: {label} / {llm}"] = res[normal]
-    rows[f"ours: {label} / {llm} / shuffled (seed {SHUFFLE_SEEDS[0]})"] = res[shuffled]
-    stage = label.split("-")[0] + "-trained"
-    paper_rows += [(stage, llm, "normal"), (stage, llm, "shuffled")]
-table = lib.tvbench.results_table(rows, paper=paper_rows, ci=True)
-display(table)
-seeds = pd.DataFrame({label: lib.evaluate.seed_summary(res, "shuffled", SCORING)
+display(lib.tables.table3_layout(results, llm, SCORING, SHUFFLE_SEEDS[0]))
+seeds = pd.DataFrame({label: lib.metrics.seed_spread(res, "shuffled", SCORING)
                       for label, res in results.items()}).T
 display(seeds.rename(columns={"mean": "shuffled micro mean", "sd": "sd over seeds"}))
 
@@ -134,24 +123,20 @@ display(seeds.rename(columns={"mean": "shuffled micro mean", "sd": "sd over seed
 # and an exact McNemar test on the questions whose correctness changed.
 
 # %%
-diffs = {}
-for stage, ms in models.items():
-    src = run.path("eval", stage, "predictions.jsonl")
-    diffs[f"{ms.label}: shuffled - normal"] = lib.tvbench.paired(
-        lib.evaluate.group_records(src, normal), lib.evaluate.group_records(src, shuffled),
-        bench, n_boot=N_BOOT, seed=SEED)
-display(pd.DataFrame({k: {"n": v["n"], "normal": v["micro_a"], "shuffled": v["micro_b"],
-                          "diff": v["micro_diff"], "95% CI": v["micro_ci"],
-                          "McNemar p": v["mcnemar_p"]} for k, v in diffs.items()}).T)
-fig = lib.evaluate.plot_paired(diffs, f"Frame shuffling, {llm} ({PROFILE})")
+sources = {label: d / "predictions.jsonl" for label, d in run_dirs.items()}
+diffs = lib.metrics.paired_differences(
+    sources, bench, [SCORING], [f"shuffled@{SHUFFLE_SEEDS[0]}"], n_boot=N_BOOT, seed=SEED,
+    name="{label}: shuffled - normal")
+display(lib.tables.paired_table(diffs))
+fig = lib.plots.plot_paired(diffs, f"Frame shuffling, {llm} ({PROFILE})")
 lib.plots.save_figure(fig, "01_paired_shuffle")
 
 # %% [markdown]
 # ## 6. Per task against chance
 
 # %%
-fig = lib.evaluate.plot_per_task({label: res[normal] for label, res in results.items()},
-                                 f"TVBench per task, {llm}, normal order ({PROFILE})")
+per_task = lib.tables.metrics_frame({label: res[normal] for label, res in results.items()})
+fig = lib.plots.plot_per_task(per_task, title=f"TVBench per task, {llm}, normal order ({PROFILE})")
 lib.plots.save_figure(fig, "01_per_task")
 
 # %% [markdown]
@@ -161,26 +146,22 @@ lib.plots.save_figure(fig, "01_per_task")
 # became option C in the paper).
 
 # %%
-bias = pd.DataFrame({label: {**res[normal]["baselines"], "model micro": res[normal]["micro"],
-                             **{f"parse {k}": v for k, v in res[normal].get("parse", {}).items()},
-                             "predicted letters": res[normal]["pred_letters"]}
-                     for label, res in results.items()}).T
-display(bias)
+display(lib.tables.letter_bias_table(results, normal))
 
 # %% [markdown]
 # ## Record results
+# One row per model and condition group in `outputs/results/tvbench.csv` (paths relative to
+# the repository), read by notebook 05.
 
 # %%
-for stage, ms in models.items():
-    lib.evaluate.record(results[ms.label], f"01/{RUN_NAME}/{ms.label}", run.path("eval", stage),
-                        ms.checkpoint, str(data_dir))
+lib.results.record_models(results, models, run_dirs, f"01/{RUN_NAME}", data_dir)
 lib.runs.save_metrics(run, {
-    "backbone": BACKBONE, "data_dir": str(data_dir), "n": results["image-trained"][normal]["n"],
-    "skipped_missing_video": len(bench.skipped),
+    "backbone": BACKBONE, "data_dir": lib.paths.relative(data_dir),
+    "n": results["image-trained"][normal]["n"], "skipped_missing_video": len(bench.skipped),
     "micro": {label: res[normal]["micro"] for label, res in results.items()},
     "micro_ci": {label: res[normal]["micro_ci"] for label, res in results.items()},
     "macro": {label: res[normal]["macro"] for label, res in results.items()},
-    "shuffled_micro": {label: lib.evaluate.seed_summary(res, "shuffled", SCORING)
+    "shuffled_micro": {label: lib.metrics.seed_spread(res, "shuffled", SCORING)
                        for label, res in results.items()},
     "shuffle_diff": {k: {"diff": v["micro_diff"], "ci": v["micro_ci"], "p": v["mcnemar_p"]}
                      for k, v in diffs.items()},

@@ -19,9 +19,10 @@
 # The paper's training data are pseudo-videos: captioned images shown one after another, each
 # repeated F_j times with a mild per-frame affine jitter, with questions whose answers follow from
 # the known scene order (R1-R4, A1, A2; Table 1). This notebook builds them with
-# `lib.pseudo_video`, previews a few (static figures, and an interactive player when run live),
-# compares the paper code's question defects (`compat`) with our repaired `fixed` mode, and exports
-# a held-out set in TVBench layout for the evaluator.
+# `lib.pseudo_video` (questions from `lib.questions`, frames from `lib.jitter`), previews a few
+# (static figures, and an interactive player when run live), compares the paper code's question
+# defects (`compat`) with our repaired `fixed` mode, and exports a held-out set in TVBench layout
+# for the evaluator.
 
 # %%
 import pandas as pd
@@ -33,6 +34,7 @@ import lib.profiles
 import lib.plots
 import lib.preview
 import lib.pseudo_video as pv
+import lib.questions
 import lib.runs
 import lib.tvbench
 
@@ -43,7 +45,7 @@ RUN_NAME = "dev"  # run dir: outputs/02_pseudo_videos/<RUN_NAME>/
 SEED = 0  # formation table and per-read seeds
 PROFILE = "demo"  # demo | smoke | full: selects the COCO source unless COCO_DIR is given
 COCO_DIR = None  # None: shapes-COCO for demo/smoke, <data dir>/coco for full
-QUESTIONS = "R1,R2,R3,R4,A1,A2"  # question mix, see lib.pseudo_video.parse_mix
+QUESTIONS = "R1,R2,R3,R4,A1,A2"  # question mix, see lib.questions.parse_mix
 S = 4  # max scenes per video (a per-generator S in QUESTIONS overrides it)
 F = 5  # max frames per scene
 N = 1200  # formations in the table (shared by the generators by weight)
@@ -77,11 +79,10 @@ display(pd.DataFrame({"caption": index.captions[index.image_ids[0]]}))
 # distractors and option order are re-drawn on every read from a per-read seed.
 
 # %%
-specs = pv.parse_mix(QUESTIONS, N, S, F)
+specs = lib.questions.parse_mix(QUESTIONS, N, S, F)
 source = pv.PseudoVideoSource(index, specs, SEED, MODE, SEEDING)
 display(pd.DataFrame([vars(x) | {"scene_range": x.scene_range} for x in specs]))
-firsts = [next(i for i, fm in enumerate(source.formations) if fm.qtype == x.qtype)
-          for x in specs if x.n]
+firsts = source.first_per_type()
 display(pd.DataFrame([source.sample(i).record() for i in firsts])[
     ["question_type", "frame_counts", "question", "options", "target"]])
 
@@ -112,12 +113,12 @@ if INTERACTIVE:
 
 # %%
 tables = {m: lib.preview.sample_table(pv.PseudoVideoSource(index, specs, SEED, m, SEEDING))
-          for m in pv.MODES}
+          for m in lib.questions.MODES}
 stats = pd.concat(tables.values(), ignore_index=True)
-for name, plot in [("02_scenes_frames", lib.preview.plot_scenes_frames),
-                   ("02_answer_letters", lib.preview.plot_letters),
-                   ("02_option_counts", lib.preview.plot_option_counts)]:
-    fig = plot(stats)
+figs = {"02_scenes_frames": lib.plots.plot_scenes_frames(stats),
+        "02_answer_letters": lib.plots.plot_letters(stats),
+        "02_option_counts": lib.plots.plot_option_counts(stats)}
+for name, fig in figs.items():
     lib.plots.save_figure(fig, name)
     display(fig)
 letter_share = (stats.groupby(["mode", "question_type"])["letter"].value_counts(normalize=True)
@@ -133,7 +134,8 @@ display(letter_share)
 export_counts = {}
 if EXPORT_N:
     val = lib.coco.CaptionIndex.from_root(root, "val")
-    held_out = pv.PseudoVideoSource(val, pv.parse_mix(QUESTIONS, EXPORT_N, S, F), SEED, MODE)
+    held_out = pv.PseudoVideoSource(val, lib.questions.parse_mix(QUESTIONS, EXPORT_N, S, F),
+                                    SEED, MODE)
     export_dir = run.path("pseudo_tvbench")
     export_counts = pv.export_tvbench(held_out, export_dir, jitter=JITTER, size=size)
     report = lib.tvbench.validate(export_dir)
@@ -144,7 +146,7 @@ if EXPORT_N:
 
 # %%
 lib.runs.save_metrics(run, {
-    "coco_root": str(root),
+    "coco_root": lib.paths.relative(root),
     "num_images": len(index),
     "num_samples": len(source),
     "mean_frames": float(stats["frames"].mean()),

@@ -25,15 +25,13 @@
 # profiles a tiny random LongVU trains with real 4-bit on the CPU.
 
 # %%
-import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-import lib.profiles
-import lib.longvu
+import lib.config
 import lib.paths
 import lib.plots
-import lib.pseudo_video as pv
+import lib.profiles
 import lib.runs
 import lib.train
 
@@ -44,10 +42,10 @@ RUN_NAME = "dev"  # run dir: outputs/03_qlora_finetune/<RUN_NAME>/ (a re-run res
 SEED = 0  # data table, adapter init, data order
 PROFILE = "demo"  # demo | smoke: tiny LongVU on shapes-COCO; full: official checkpoint + COCO
 BACKBONE = "qwen"  # qwen (Qwen2-7B) | llama (Llama3.2-3B)
-START_CHECKPOINT = None  # None: the START_STAGE checkpoint (official in full, tiny trained in demo)
+START_CHECKPOINT = None  # None: the START_STAGE checkpoint (official in full, tiny in demo)
 START_STAGE = "image"  # image: LongVU_<backbone>_img (the paper); video: the video-trained model
 COCO_DIR = None  # None: shapes-COCO for demo/smoke, <data dir>/coco for full
-QUESTIONS = "R1"  # question mix, see lib.pseudo_video.parse_mix (per-type S and F allowed)
+QUESTIONS = "R1"  # question mix, see lib.questions.parse_mix (per-type S and F allowed)
 S = 4  # max scenes per video
 F = 5  # max frames per scene
 N = 1000  # pseudo-videos per epoch (the paper: 200,000)
@@ -62,7 +60,8 @@ SAVE_STEPS = 100  # checkpoint interval
 EVAL_SAMPLES = 16  # held-out pseudo-videos (val split) for the answer loss, base vs adapter
 
 # %%
-run = lib.runs.start("03_qlora_finetune", RUN_NAME, lib.runs.notebook_params(globals()))
+params = lib.runs.notebook_params(globals())
+run = lib.runs.start("03_qlora_finetune", RUN_NAME, params)
 
 # %% [markdown]
 # ## 1. Start checkpoint
@@ -78,14 +77,10 @@ print("start checkpoint:", start, "\nCOCO:", coco)
 # %% [markdown]
 # ## 2. Training data
 # Pseudo-videos are drawn on the fly (DataLoader workers on a GPU machine); the loss is computed
-# on the answer tokens only.
+# on the answer tokens only. The run's `TrainConfig` comes from the parameters above.
 
 # %%
-cfg = lib.train.TrainConfig(
-    model=start, out=str(run.dir), coco=str(coco), questions=QUESTIONS, S=S, F=F, n=N,
-    mode=MODE, max_steps=STEPS, lr=LR, lora_r=LORA_R, lora_alpha=LORA_ALPHA,
-    global_batch=GLOBAL_BATCH, save_steps=SAVE_STEPS, time_budget_s=TIME_BUDGET_S, seed=SEED,
-    log_every=max(1, STEPS // 10))
+cfg = lib.config.TrainConfig.from_params(params, model=start, out=str(run.dir), coco=str(coco))
 example = lib.train.pseudo_video_dataset(cfg)[0]
 print(example["prompt"], "\n->", example["target"], f"\n({example['num_frames']} frames)")
 
@@ -103,45 +98,25 @@ display(pd.Series({k: metrics[k] for k in ("quantization", "steps", "first_loss"
 
 # %%
 steps = pd.DataFrame(lib.train.read_log(run.dir))
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
-ax1.plot(steps["step"], steps["loss"], marker=".")
-ax1.set(xlabel="optimizer step", ylabel="answer-token loss",
-        title=f"{MODE} ({metrics['quantization']})")
-ax2.plot(steps["step"], steps["lr"], marker=".")
-ax2.set(xlabel="optimizer step", ylabel="learning rate", title="3 % warm-up, cosine")
-fig.tight_layout()
+fig = lib.plots.plot_loss_lr(steps, f"{MODE} ({metrics['quantization']})")
 lib.plots.save_figure(fig, "03_loss_lr")
 display(steps[["step", "loss", "lr", "step_time_s", "data_wait_s", "tokens_per_s"]].tail())
 
 # %% [markdown]
 # ## 5. Held-out answer loss, with the adapter attached
-# Reloaded exactly as notebook 04 does (`lib.longvu.load(..., adapter=...)`). The adapter is not
+# `EVAL_SAMPLES` pseudo-videos from the val split (seed `SEED + 1`). The trained model is
+# reloaded exactly as notebook 04 does (`lib.longvu.load(..., adapter=...)`). The adapter is not
 # merged: merging into a 4-bit base re-quantises and changes the logits.
 
 # %%
-quant = "nf4" if metrics["quantization"] == "nf4" else "none"
-held = lib.train.pseudo_video_dataset(
-    lib.train.TrainConfig(model=start, out="", coco=str(coco), split="val", questions=QUESTIONS,
-                          S=S, F=F, n=EVAL_SAMPLES, seed=SEED + 1))
-idx = range(min(EVAL_SAMPLES, len(held)))
-if MODE == "full":
-    tuned = lib.longvu.load(metrics["model_dir"])  # a complete checkpoint, towers included
-else:
-    tuned = lib.longvu.load(start, quantization=quant, adapter=metrics["adapter_dir"])
-eval_loss = {"base": lib.train.answer_loss(lib.longvu.load(start, quantization=quant), held, idx),
-             "tuned": lib.train.answer_loss(tuned, held, idx)}
+eval_loss = lib.train.heldout_losses(cfg, metrics, EVAL_SAMPLES)
 display(pd.Series(eval_loss, name="held-out answer loss"))
 
 # %% [markdown]
 # ## Record results
 
 # %%
-lib.runs.save_metrics(run, {"heldout_answer_loss": eval_loss, "start_checkpoint": start})
-lib.runs.append_result("finetune", {
-    "run": RUN_NAME, "profile": PROFILE, "backbone": BACKBONE, "mode": MODE,
-    "quantization": metrics["quantization"], "questions": QUESTIONS, "S": S, "F": F, "N": N,
-    "steps": metrics["steps"], "first_loss": metrics["first_loss"],
-    "last_loss": metrics["last_loss"], "heldout_base": eval_loss["base"],
-    "heldout_tuned": eval_loss["tuned"], "time_per_sample_s": metrics["time_per_sample_s"],
-    "peak_memory_bytes": metrics["peak_memory_bytes"],
-    "adapter": metrics.get("adapter_dir", metrics.get("model_dir"))}, key=["run", "profile"])
+lib.runs.save_metrics(run, {"heldout_answer_loss": eval_loss,
+                            "start_checkpoint": lib.paths.relative(start)})
+lib.runs.append_result("finetune", lib.train.result_row(params, metrics, eval_loss),
+                       key=["run", "profile"])

@@ -35,11 +35,14 @@ from IPython.display import display
 
 import lib.config
 import lib.evaluate
+import lib.metrics
 import lib.models
-import lib.paper
-import lib.profiles
+import lib.paths
 import lib.plots
+import lib.profiles
+import lib.results
 import lib.runs
+import lib.tables
 import lib.tvbench
 
 lib.plots.set_style()
@@ -65,7 +68,8 @@ TORCH_THREADS = None  # torch CPU threads while scoring (None: torch's default; 
 SHARE_BASE_EVAL = True  # evaluate the base once for every run on the same start and data (sweeps)
 
 # %%
-run = lib.runs.start("04_tvbench_eval", RUN_NAME, lib.runs.notebook_params(globals()))
+params = lib.runs.notebook_params(globals())
+run = lib.runs.start("04_tvbench_eval", RUN_NAME, params)
 data_dir = lib.profiles.benchmark_root(PROFILE, DATA_DIR)
 
 # %% [markdown]
@@ -89,7 +93,7 @@ base_ckpt = BASE_CHECKPOINT or lib.profiles.start_checkpoint(PROFILE, BACKBONE, 
 tuned = [lib.profiles.resolve_adapter(a, base_ckpt) for a in ADAPTERS]
 base_quant = tuned[0].quantization if tuned else "none"
 models = [lib.models.ModelSpec("base" + (" (nf4)" if base_quant == "nf4" else ""), base_ckpt,
-                                 None, base_quant)] + tuned
+                               None, base_quant)] + tuned
 if not tuned:
     print("No adapters were given (ADAPTERS = []): evaluating the base model only, under every "
           "condition and scorer. Pass adapter dirs or notebook-03 run names to compare.")
@@ -99,19 +103,12 @@ display(pd.DataFrame([vars(m) for m in models]))
 # ## 3. Evaluate every model under every condition and scorer (resumable)
 
 # %%
-spec = lib.config.EvalSpec(
-    conditions=tuple(CONDITIONS), seeds=tuple(SHUFFLE_SEEDS), scorings=tuple(SCORINGS),
-    limit=LIMIT, frame_cache=str(lib.profiles.shared_frame_cache()) if FRAME_CACHE else None,
-    threads=TORCH_THREADS, **({"num_workers": WORKERS} if WORKERS is not None else {}))
-results, run_dirs = {}, {}
-for i, ms in enumerate(models):
-    run_dirs[ms.label] = (lib.profiles.shared_eval_dir(ms, data_dir) if i == 0 and SHARE_BASE_EVAL
-                          else run.path("eval", f"m{i}"))
-    model = ms.load()
-    results[ms.label] = lib.evaluate.evaluate(model, bench, run_dirs[ms.label], spec,
-                                              n_boot=N_BOOT)
-    del model
-summary = lib.evaluate.summary_frame(results)
+spec = lib.config.EvalSpec.from_params(params, lib.profiles.shared_frame_cache())
+run_dirs = {ms.label: lib.profiles.shared_eval_dir(ms, data_dir) if i == 0 and SHARE_BASE_EVAL
+            else run.path("eval", f"m{i}") for i, ms in enumerate(models)}
+results = lib.evaluate.evaluate_models(models, run_dirs, bench, spec, n_boot=N_BOOT)
+sources = {label: d / "predictions.jsonl" for label, d in run_dirs.items()}
+summary = lib.tables.summary_frame(results)
 scorings = list(dict.fromkeys(summary["scoring"]))
 grid = summary.pivot_table(index=["model", "condition"], columns="scoring", values="micro",
                            sort=False)
@@ -121,7 +118,7 @@ display(grid.round(1))
 # ## 4. Micro accuracy by condition and scorer, with 95% CIs
 
 # %%
-fig = lib.evaluate.plot_conditions(summary, f"micro accuracy by condition and scorer ({PROFILE})")
+fig = lib.plots.plot_conditions(summary, f"micro accuracy by condition and scorer ({PROFILE})")
 lib.plots.save_figure(fig, "04_conditions_scorers")
 
 # %% [markdown]
@@ -131,30 +128,13 @@ lib.plots.save_figure(fig, "04_conditions_scorers")
 # normal order. Paired on identical questions, bootstrap CI clustered by video, exact McNemar p.
 
 # %%
-diffs = {}
-asked = lib.evaluate.select(bench.questions, LIMIT)  # the shared base folder may hold more
-for ms in models:
-    src = run_dirs[ms.label] / "predictions.jsonl"
-    for sc in [s for s in ("paper", "letter") if s in scorings]:
-        for cond in [c for c in dict.fromkeys(summary["condition"]) if c != "normal"]:
-            diffs[f"{ms.label} [{sc}]: {cond} - normal"] = lib.tvbench.paired(
-                lib.evaluate.group_records(src, f"normal/{sc}", asked),
-                lib.evaluate.group_records(src, f"{cond}/{sc}", asked), bench, n_boot=N_BOOT,
-                seed=SEED)
-for ms in models[1:]:
-    for sc in [s for s in ("paper", "letter") if s in scorings]:
-        diffs[f"{ms.label} - base [{sc}], normal"] = lib.tvbench.paired(
-            lib.evaluate.group_records(run_dirs[models[0].label] / "predictions.jsonl",
-                                       f"normal/{sc}", asked),
-            lib.evaluate.group_records(run_dirs[ms.label] / "predictions.jsonl", f"normal/{sc}",
-                                       asked),
-            bench, n_boot=N_BOOT, seed=SEED)
-paired_table = pd.DataFrame({k: {"n": v["n"], "A": v["micro_a"], "B": v["micro_b"],
-                                  "B - A": v["micro_diff"], "ci_lo": v["micro_ci"][0],
-                                  "ci_hi": v["micro_ci"][1], "McNemar p": v["mcnemar_p"],
-                                  "flip %": v["flip_rate"]} for k, v in diffs.items()}).T
-display(paired_table.round(3))
-fig = lib.evaluate.plot_paired(diffs, f"Paired differences ({PROFILE})")
+asked = lib.tvbench.select(bench.questions, LIMIT)  # the shared base folder may hold more
+diffs = lib.metrics.paired_differences(
+    sources, bench, [s for s in ("paper", "letter") if s in scorings],
+    list(dict.fromkeys(summary["condition"])), asked, base=models[0].label, n_boot=N_BOOT,
+    seed=SEED)
+display(lib.tables.paired_table(diffs).round(3))
+fig = lib.plots.plot_paired(diffs, f"Paired differences ({PROFILE})")
 lib.plots.save_figure(fig, "04_paired_differences")
 
 # %% [markdown]
@@ -164,16 +144,13 @@ lib.plots.save_figure(fig, "04_paired_differences")
 # the frames are shuffled? Gain = adapter - base (paired, 95% CI clustered by video).
 
 # %%
-effects = {}
 ordering_scoring = next((s for s in ("letter", "paper") if s in scorings), scorings[0])
-if "shuffled" in CONDITIONS and len(models) > 1:
-    for ms in models[1:]:
-        effects[ms.label] = lib.evaluate.ordering_effect(
-            run_dirs[models[0].label] / "predictions.jsonl",
-            run_dirs[ms.label] / "predictions.jsonl", bench, ordering_scoring,
-            shuffle_seed=SHUFFLE_SEEDS[0], n_boot=N_BOOT, seed=SEED)
-        display(pd.DataFrame(effects[ms.label]).T.round(3))
-else:
+compare = "shuffled" in CONDITIONS and len(models) > 1  # needs an adapter and shuffled frames
+effects = (lib.metrics.ordering_effects(sources, bench, ordering_scoring, SHUFFLE_SEEDS[0],
+                                        N_BOOT, SEED) if compare else {})
+for label, eff in effects.items():
+    display(pd.DataFrame(eff).T.round(3))
+if not effects:
     print("needs an adapter and the shuffled condition; skipped")
 
 # %% [markdown]
@@ -184,7 +161,7 @@ else:
 # %%
 for ms in models:
     print(ms.label)
-    display(lib.evaluate.scorer_agreement(run_dirs[ms.label] / "predictions.jsonl").round(1))
+    display(lib.metrics.scorer_agreement(sources[ms.label]).round(1))
 display(summary[summary["scoring"].isin(["paper", "strict"])]
         .pivot_table(index="model", columns="condition", values="parse_fail_%", sort=False)
         .round(1))
@@ -194,24 +171,24 @@ display(summary[summary["scoring"].isin(["paper", "strict"])]
 
 # %%
 first = scorings[0]  # paper when it was run
-fig = lib.evaluate.plot_per_task({ms.label: results[ms.label][f"normal/{first}"]
-                                  for ms in models}, f"TVBench per task [{first}] ({PROFILE})")
+normal_first = {ms.label: results[ms.label][f"normal/{first}"] for ms in models}
+fig = lib.plots.plot_per_task(lib.tables.metrics_frame(normal_first),
+                              title=f"TVBench per task [{first}] ({PROFILE})")
 lib.plots.save_figure(fig, "04_per_task")
-display(lib.tvbench.results_table({ms.label: results[ms.label][f"normal/{first}"]
-                                   for ms in models}, ci=True))
+display(lib.tables.results_table(normal_first, ci=True))
 
 # %% [markdown]
 # ## Record results
+# One row per model and condition group in `outputs/results/tvbench.csv` and one per ordering
+# comparison in `tvbench_effects.csv` (paths relative to the repository), read by notebook 05.
 
 # %%
-for ms in models:
-    lib.evaluate.record(results[ms.label], f"04/{RUN_NAME}/{ms.label}", run_dirs[ms.label],
-                        ms.checkpoint + (f"+{ms.adapter}" if ms.adapter else ""), str(data_dir))
+lib.results.record_models(results, models, run_dirs, f"04/{RUN_NAME}", data_dir)
 for label, eff in effects.items():
-    lib.evaluate.record_effect(eff, f"04/{RUN_NAME}/{label}", run.dir)
+    lib.results.record_effect(eff, f"04/{RUN_NAME}/{label}", run.dir)
 lib.runs.save_metrics(run, {
     "ordering_effects": effects,
-    "data_dir": str(data_dir), "models": [vars(m) for m in models],
+    "data_dir": lib.paths.relative(data_dir), "models": [vars(m) for m in models],
     "adapters_given": len(tuned), "skipped_missing_video": len(bench.skipped),
     "micro": {f"{r.model} | {r.condition}/{r.scoring}": r.micro for r in summary.itertuples()},
     "paired": {k: {"diff": v["micro_diff"], "ci": v["micro_ci"], "p": v["mcnemar_p"]}

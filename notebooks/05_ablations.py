@@ -26,12 +26,13 @@
 # `tables/` folder.
 
 # %%
-import pandas as pd
 from IPython.display import Markdown, display
 
 import lib.ablations as abl
+import lib.paths
 import lib.plots
 import lib.runs
+import lib.tables
 
 lib.plots.set_style()
 
@@ -45,14 +46,14 @@ MAX_MODELS = 6  # per-task figure: the latest (run, model) pairs under normal or
 # %%
 run = lib.runs.start("05_ablations", RUN_NAME, lib.runs.notebook_params(globals()))
 tables_dir = run.path("tables")
-tables, notes = abl.load_tables(lib.runs.read_results)
+csvs, notes = abl.load_tables(lib.runs.read_results)
 for note in notes:
     print("note:", note)
-ev = abl.evaluations(tables["tvbench"])
-tasks = abl.task_columns(ev)
-written: list[str] = []
+ev = abl.evaluations(csvs["tvbench"])
+tasks = lib.tables.task_columns(ev)
+written = []  # every table file this run writes
 print(f"{len(ev)} evaluation rows, tasks {tasks}; "
-      f"{len(tables['sweeps'])} sweep rows, {len(tables['finetune'])} fine-tuning runs")
+      f"{len(csvs['sweeps'])} sweep rows, {len(csvs['finetune'])} fine-tuning runs")
 
 # %% [markdown]
 # ## 0. The headline: pseudo-video training on the ordering tasks
@@ -61,14 +62,15 @@ print(f"{len(ev)} evaluation rows, tasks {tasks}; "
 # fine-tuned model loses when its frames are shuffled. Also written to `summary.md`.
 
 # %%
-effects = abl.effects_table(tables["tvbench_effects"])
+effects = abl.effects_table(csvs["tvbench_effects"])
 summary_md = abl.summary_markdown(effects)
 run.path("summary.md").write_text(summary_md)
 display(Markdown(summary_md))
 if not effects.empty:
-    written += abl.write_table(effects, tables_dir, "ordering_effects",
-                               "Ordering tasks: paired differences (points, 95% CI)")
-    fig = abl.plot_effects(effects, "Ordering tasks: pseudo-video gain and the shuffled control")
+    written += lib.tables.write_table(effects, tables_dir, "ordering_effects",
+                                      "Ordering tasks: paired differences (points, 95% CI)")
+    fig = lib.plots.plot_effects(effects, "Ordering tasks: pseudo-video gain and the shuffled "
+                                 "control")
     lib.plots.save_figure(fig, "05_ordering_effects")
 
 # %% [markdown]
@@ -83,12 +85,12 @@ latest = abl.normal_rows(ev, SCORING).tail(MAX_MODELS)
 if latest.empty:
     print("No evaluations yet: run notebook 01 or 04 first.")
 else:
-    fig = abl.plot_per_task(latest, tasks, abl.display_names(latest),
-                            "TVBench per task, normal order")
+    fig = lib.plots.plot_per_task(latest, tasks, abl.display_names(latest),
+                                  "TVBench per task, normal order")
     lib.plots.save_figure(fig, "05_per_task")
     per_task = abl.accuracy_table(latest, tasks, ["run_name", "model_label", "scoring"], ci=True)
-    written += abl.write_table(per_task, tables_dir, "per_task",
-                               "Accuracy (%) per task, 95% CI, normal order")
+    written += lib.tables.write_table(per_task, tables_dir, "per_task",
+                                      "Accuracy (%) per task, 95% CI, normal order")
     display(per_task)
 
 # %% [markdown]
@@ -102,14 +104,12 @@ both = both.dropna(subset=["shuffled_micro"]) if not both.empty else both
 if both.empty:
     print("No run was evaluated under both normal and shuffled frames.")
 else:
-    fig = abl.plot_normal_vs_shuffled(both, abl.display_names(both),
-                                      "Normal vs shuffled frames")
+    fig = lib.plots.plot_normal_vs_shuffled(both, abl.display_names(both),
+                                            "Normal vs shuffled frames")
     lib.plots.save_figure(fig, "05_normal_vs_shuffled")
-    shuffle_table = both.set_index(["run_name", "model_label", "scoring"])[
-        ["micro", "micro_lo", "micro_hi", "shuffled_micro", "shuffled_seeds"]].assign(
-        drop=lambda d: d["micro"] - d["shuffled_micro"])
-    written += abl.write_table(shuffle_table, tables_dir, "normal_vs_shuffled",
-                               "Micro accuracy (%), normal vs shuffled")
+    shuffle_table = abl.shuffle_table(both)
+    written += lib.tables.write_table(shuffle_table, tables_dir, "normal_vs_shuffled",
+                                      "Micro accuracy (%), normal vs shuffled")
     display(shuffle_table)
 
 # %% [markdown]
@@ -123,10 +123,10 @@ if t3.empty:
     print("No notebook-01 evaluations yet: run notebook 01 (or the paper-table3 preset).")
 else:
     t3_beside = abl.beside_paper(t3, "3")
-    written += abl.write_table(t3_beside, tables_dir, "table3_vs_paper",
-                               "Table 3, ours beside the paper's")
+    written += lib.tables.write_table(t3_beside, tables_dir, "table3_vs_paper",
+                                      "Table 3, ours beside the paper's")
     display(t3_beside)
-    fig = abl.plot_vs_paper(t3_beside, "Table 3: ours vs paper")
+    fig = lib.plots.plot_vs_paper(t3_beside, "Table 3: ours vs paper")
     lib.plots.save_figure(fig, "05_table3_vs_paper")
 
 # %% [markdown]
@@ -136,36 +136,15 @@ else:
 # beside the paper row it reproduces or scales (`paper_row` in the preset).
 
 # %%
-res = abl.sweep_results(tables["sweeps"], ev, SCORING, tables["finetune"])
-if res.empty:
+res = abl.sweep_results(csvs["sweeps"], ev, SCORING, csvs["finetune"])
+reports = abl.sweep_reports(res, tasks)
+if not reports:
     print("No sweep rows with evaluations yet: run e.g. "
           "`python -m lib.pipeline --preset paper-table6 --profile demo`.")
-    groups = []
-else:
-    groups = list(res.groupby(["sweep", "profile"], sort=True).groups)
-for sweep, profile in groups:
-    name = abl.slug(sweep, profile)
-    sel = res[(res["sweep"] == sweep) & (res["profile"] == profile)]
-    display(Markdown(f"### {sweep} ({profile})"))
-    table = abl.accuracy_table(sel, tasks, ["row", "model_label", "scoring"], ci=True)
-    written += abl.write_table(table, tables_dir, name, f"{sweep} ({profile})")
-    display(table)
-    curve, axis = abl.ablation_frame(res, sweep, profile)
-    number = abl.table_number(sweep)
-    if axis is not None and curve["x"].nunique() > 1:
-        ref = abl.paper_curve(number, axis) if number in ("6", "7", "8") else None
-        fig = abl.plot_ablation(curve, axis, tasks, f"{sweep} ({profile}): accuracy vs {axis}",
-                                ref if ref is not None and len(ref) else None)
-        lib.plots.save_figure(fig, f"05_ablation_{name}")
-    ours = abl.ours_for_paper(sel, number) if number else pd.DataFrame()
-    if not ours.empty:
-        beside = abl.beside_paper(ours, number)
-        written += abl.write_table(beside, tables_dir, f"{name}_vs_paper",
-                                   f"{sweep} ({profile}) beside the paper's Table "
-                                   f"{number}")
-        display(beside)
-        fig = abl.plot_vs_paper(beside, f"Table {number} ({profile}): ours vs paper")
-        lib.plots.save_figure(fig, f"05_vs_paper_{name}")
+for rep in reports:
+    display(Markdown(f"### {rep.title}"), rep.table, *([] if rep.beside.empty else [rep.beside]))
+    written += abl.write_sweep_tables(rep, tables_dir)
+    lib.plots.save_sweep_figures(rep, tasks)
 
 # %% [markdown]
 # ## 5. Seeds
@@ -173,11 +152,11 @@ for sweep, profile in groups:
 # floor any ablation difference above must clear.
 
 # %%
-seeds = abl.seed_summary(res) if not res.empty else pd.DataFrame()
+seeds = abl.seed_summary(res)
 if seeds.empty:
     print("No demo-seeds rows yet: python -m lib.pipeline --preset demo-seeds --profile demo")
 else:
-    written += abl.write_table(seeds, tables_dir, "seeds", "Micro accuracy (%) per seed")
+    written += lib.tables.write_table(seeds, tables_dir, "seeds", "Micro accuracy (%) per seed")
     display(seeds)
 
 # %% [markdown]
@@ -185,9 +164,9 @@ else:
 
 # %%
 lib.runs.save_metrics(run, {
-    "scoring": SCORING, "evaluation_rows": len(ev), "sweep_rows": len(tables["sweeps"]),
-    "missing_tables": notes, "tables": sorted(str(p) for p in written),
-    "sweeps": [f"{s}/{p}" for s, p in groups],
+    "scoring": SCORING, "evaluation_rows": len(ev), "sweep_rows": len(csvs["sweeps"]),
+    "missing_tables": notes, "tables": sorted(lib.paths.relative(p) for p in written),
+    "sweeps": [f"{rep.sweep}/{rep.profile}" for rep in reports],
     "ordering_effects": effects.to_dict(orient="records"),
-    "summary": str(run.path("summary.md")),
+    "summary": lib.paths.relative(run.path("summary.md")),
 })

@@ -1,5 +1,6 @@
-"""lib.ablations on small synthetic result tables, lib.paper, the sweep presets, and the
-paper-table6 smoke sweep end to end (train + evaluate two rows, then a rerun skips them)."""
+"""lib.ablations (with lib.tables' writers and lib.plots' figures) on small synthetic result
+tables, lib.paper, the sweep presets, and the paper-table6 smoke sweep end to end (train +
+evaluate two rows, then a rerun skips them)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ import pandas as pd
 import pytest
 
 from lib import ablations as abl
-from lib import paper, paths, pipeline, runs, tvbench
+from lib import paper, paths, pipeline, plots, runs, tables
 
 SWEEP_PRESETS = [f"paper-table{i}" for i in range(3, 9)] + ["demo-seeds"]
 
 
 # ---------------------------------------------------------------------------------------------
-# Synthetic tables shaped like lib.evaluate.result_row / lib.pipeline.run_sweep output
+# Synthetic tables shaped like lib.results.result_row / lib.pipeline.run_sweep output
 
 
 def _eval_row(nb: str, run: str, model: str, group: str, micro: float, st: float = 60.0,
@@ -62,8 +63,8 @@ def test_paper_tables_shape_and_one_source():
         for key, vals in table.items():
             assert len(vals) == len(paper.COLUMNS), (n, key)
             assert all(v is None or 0 <= v <= 100 for v in vals), (n, key)
-    # Table 3 is lib.tvbench's source too, and Table 4's "videos" rows are Table 3's.
-    t3 = tvbench.paper_table3()
+    # Table 3 is lib.tables' source too, and Table 4's "videos" rows are Table 3's.
+    t3 = tables.paper_frame("3")
     assert t3.loc[("image-trained", "Qwen2-7B", "normal"), "Avg"] == 50.5
     assert list(t3.columns) == paper.COLUMNS
     for llm in ("Llama3.2-3B", "Qwen2-7B"):
@@ -74,10 +75,10 @@ def test_paper_tables_shape_and_one_source():
 
 
 def test_paper_frame_marks_unknown_cells():
-    t4 = abl.paper_frame("4")
+    t4 = tables.paper_frame("4")
     assert np.isnan(t4.loc[("pseudo-videos", "Llama3.2-3B"), "AS"])
     assert t4.loc[("pseudo-videos", "Llama3.2-3B"), "Avg"] == 53.5
-    assert abl.paper_frame("6").index.name == "config"
+    assert tables.paper_frame("6").index.name == "config"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,7 +109,7 @@ def test_evaluations_parse_groups():
     r = ev[ev["group"] == "shuffled@1/letter"].iloc[0]
     assert (r["cond"], r["seed"], r["scoring"], r["notebook"]) == ("shuffled", 1, "letter", "04")
     assert r["model_label"] == "base (nf4)" and r["llm"] == "Llama3.2-3B"
-    assert abl.task_columns(ev) == ["AC", "ST"]
+    assert tables.task_columns(ev) == ["AC", "ST"]
     with pytest.raises(KeyError, match="tvbench.csv lacks"):
         abl.evaluations(pd.DataFrame({"label": ["x"]}))
 
@@ -195,12 +196,12 @@ def test_markdown_and_latex(tmp_path):
     table = abl.accuracy_table(rows, ["AC", "ST"], ["run_name", "model_label"], ci=True)
     assert table.loc[("demo", "image-trained"), "Avg"] == "42.0 [37, 47]"
     df = pd.DataFrame({"a_b": [1.25, np.nan]}, index=pd.Index(["x%", "y"], name="row"))
-    md = abl.to_markdown(df)
+    md = tables.to_markdown(df)
     assert md.splitlines()[0] == "| row | a_b |" and "| x% | 1.2 |" in md and "| y |  |" in md
-    tex = abl.to_latex(df, "Acc (%)")
+    tex = tables.to_latex(df, "Acc (%)")
     assert r"a\_b" in tex and r"x\% & 1.2 \\" in tex and r"y & -- \\" in tex
     assert r"\caption{Acc (\%)}" in tex
-    files = abl.write_table(df, tmp_path, "t", "cap")
+    files = tables.write_table(df, tmp_path, "t", "cap")
     assert [f.name for f in files] == ["t.md", "t.tex"] and files[0].read_text().startswith("cap")
 
 
@@ -216,23 +217,49 @@ def test_paper_curves():
 def test_figures_are_saved(tmp_path):
     import matplotlib.pyplot as plt
 
-    from lib import plots
-
     ev, sw, _ = _tables()
     rows = abl.normal_rows(ev)
     res = abl.sweep_results(sw, ev)
     curve, axis = abl.ablation_frame(res, "paper-table6", "demo")
     beside = abl.beside_paper(abl.ours_for_paper(res, "6"), "6")
-    figs = {"per_task": abl.plot_per_task(rows, ["AC", "ST"], abl.display_names(rows)),
-            "shuffled": abl.plot_normal_vs_shuffled(rows, abl.display_names(rows)),
-            "ablation": abl.plot_ablation(curve, axis, ["AC", "ST"], "t",
-                                          abl.paper_curve("6", "F")),
-            "vs_paper": abl.plot_vs_paper(beside)}
+    figs = {"per_task": plots.plot_per_task(rows, ["AC", "ST"], abl.display_names(rows)),
+            "shuffled": plots.plot_normal_vs_shuffled(rows, abl.display_names(rows)),
+            "ablation": plots.plot_ablation(curve, axis, ["AC", "ST"], "t",
+                                            abl.paper_curve("6", "F")),
+            "vs_paper": plots.plot_vs_paper(beside)}
     for name, fig in figs.items():
         out = plots.save_figure(fig, f"05_{name}", tmp_path)
         assert all(p.stat().st_size > 0 for p in out)
         plt.close(fig)
     assert abl.slug("paper-table6", "demo") == "paper_table6_demo"
+
+
+def test_sweep_reports_tables_and_figures(tmp_path, monkeypatch):
+    """Notebook 05's sweep section: one report per sweep and profile, its tables written as
+    Markdown and LaTeX, its two figures saved."""
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setenv("WORKBOOK_FIGURES_DIR", str(tmp_path / "figures"))
+    ev, sw, _ = _tables()
+    res = abl.sweep_results(sw, ev)
+    (rep,) = abl.sweep_reports(res, ["AC", "ST"])
+    assert (rep.name, rep.title, rep.axis, rep.number) == (
+        "paper_table6_demo", "paper-table6 (demo)", "F", "6")
+    assert rep.curve["x"].tolist() == [1, 2, 4] and len(rep.paper_curve)
+    assert rep.beside.loc[("R1, F=5", "ours"), "Avg"] == 45.0
+    files = abl.write_sweep_tables(rep, tmp_path / "tables")
+    assert sorted(f.name for f in files) == ["paper_table6_demo.md", "paper_table6_demo.tex",
+                                             "paper_table6_demo_vs_paper.md",
+                                             "paper_table6_demo_vs_paper.tex"]
+    figs = plots.save_sweep_figures(rep, ["AC", "ST"])
+    assert sorted(f.name for f in figs) == [
+        "05_ablation_paper_table6_demo.pdf", "05_ablation_paper_table6_demo.png",
+        "05_vs_paper_paper_table6_demo.pdf", "05_vs_paper_paper_table6_demo.png"]
+    plt.close("all")
+    assert abl.sweep_reports(pd.DataFrame(), ["AC"]) == []
+    shuf = abl.shuffle_table(abl.normal_rows(ev).dropna(subset=["shuffled_micro"]))
+    assert shuf.loc[("paper-table6-demo-R1-F2", "03:paper-table6-demo-R1-F2", "letter"),
+                    "drop"] == 5.0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """lib.evaluate: the paper parser, scorers, the resumable runner (kill and resume), 2-process
-sharding, and the tiny-LongVU integration through the `eval` CLI."""
+sharding, the tiny-LongVU integration through the `eval` CLI; lib.config.EvalSpec's builders and
+lib.results' rows."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from lib import config, evaluate, models, paths, profiles, tvbench, video
+from lib import config, evaluate, metrics, models, paths, profiles, results, tvbench, video
 
 PY = sys.executable
 TORCHRUN = os.path.join(os.path.dirname(PY), "torchrun")
@@ -34,8 +35,8 @@ def _cli(*args, env=None, check=True, timeout=300):
 
 
 def _keys(run_dir):
-    return sorted(map(str, (tvbench.prediction_key(r)
-                            for r in tvbench.read_predictions(run_dir))))
+    return sorted(map(str, (metrics.prediction_key(r)
+                            for r in metrics.read_predictions(run_dir))))
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -63,6 +64,57 @@ def test_expand_scorings():
         evaluate.expand_scorings(["vibes"])
 
 
+# --- run configuration, result rows, no torch for scoring ---------------------------------------
+
+
+def test_eval_spec_from_args_and_params():
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    evaluate.add_eval_args(ap)
+    args = ap.parse_args(["--model", "fake:hash", "--data", "d", "--out", "o", "--condition",
+                          "normal", "shuffled", "--seeds", "0", "1", "--scoring", "likelihood",
+                          "--sampler", "uniform", "--num-frames", "8", "--limit", "3",
+                          "--workers", "0", "--threads", "1"])
+    assert config.EvalSpec.from_args(args) == config.EvalSpec(
+        ("normal", "shuffled"), (0, 1), ("likelihood",), video.Sampler("uniform", 8), 5, 3, 0,
+        None, "pyav", 1)
+    nb04 = {"CONDITIONS": ["normal", "blind"], "SHUFFLE_SEEDS": [0], "SCORINGS": ["paper"],
+            "LIMIT": None, "WORKERS": 2, "FRAME_CACHE": True, "TORCH_THREADS": None}
+    spec = config.EvalSpec.from_params(nb04, "/cache")
+    assert (spec.conditions, spec.scorings, spec.num_workers, spec.frame_cache) == (
+        ("normal", "blind"), ("paper",), 2, "/cache")
+    nb01 = {"SHUFFLE_SEEDS": [0, 1], "SCORING": "letter", "LIMIT": 1, "WORKERS": None,
+            "FRAME_CACHE": False, "TORCH_THREADS": 1}
+    spec = config.EvalSpec.from_params(nb01, "/cache", conditions=("normal", "shuffled"))
+    assert spec == config.EvalSpec(("normal", "shuffled"), (0, 1), ("letter",), limit=1,
+                                   threads=1)
+
+
+def test_result_rows_hold_repository_relative_paths(tmp_path):
+    m = {"n": 2, "micro": 50.0, "macro": 50.0, "micro_ci": None, "chance_micro": 25.0,
+         "chance_macro": 25.0, "tasks": {"t": {"abbr": "T", "acc": 50.0, "ci": None,
+                                               "chance": 25.0, "n": 2}}}
+    inside = paths.ROOT / "outputs" / "01_image_only_eval" / "r" / "eval" / "image"
+    row = results.result_row("01/r/m", m, inside, "qwen", paths.ROOT / "outputs" / "data" / "b",
+                             "normal/paper")
+    assert row["run_dir"] == "outputs/01_image_only_eval/r/eval/image"
+    assert row["data"] == "outputs/data/b" and paths.absolute(row["run_dir"]) == inside
+    assert results.result_row("l", m, tmp_path, "x", "rel/b", "normal/paper")["run_dir"] == \
+        str(tmp_path)  # outside the repository: kept as written
+    ms = models.ModelSpec("03:r", str(paths.ROOT / "ckpt"), str(paths.ROOT / "run" / "adapter"))
+    assert results.model_source(ms) == "ckpt+run/adapter"
+    assert results.model_source(models.ModelSpec("b", "Vision-CAIR/x")) == "Vision-CAIR/x"
+
+
+def test_scoring_needs_no_torch():
+    """`score` and `compare` import lib.evaluate, which loads lib.models (torch) only for eval."""
+    code = ("import sys; import lib.tvbench, lib.evaluate, lib.metrics, lib.tables; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, cwd=paths.ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
 # --- the runner with the fake model -----------------------------------------------------------
 
 
@@ -75,7 +127,7 @@ def test_run_records_and_counts(bench, tmp_path):
                             progress=False)
     assert set(res) == {f"{u}/{s}" for u in ("normal", "shuffled@0", "shuffled@1", "blind")
                         for s in ("paper", "strict", "letter", "option")}
-    recs = tvbench.read_predictions(tmp_path / "run")
+    recs = metrics.read_predictions(tmp_path / "run")
     assert len(recs) == 6 * 3 * 4 * 4
     by = {(r["sample_id"], r["condition"], r["seed"], r["scoring"]): r for r in recs}
     for (sid, c, s, m), r in by.items():
@@ -119,10 +171,10 @@ def test_shared_folder_returns_only_the_runs_groups(bench, tmp_path):
     res = evaluate.evaluate(models.FakeModel(), b, tmp_path / "shared", narrow, n_boot=50,
                             progress=False)
     assert set(res) == {"normal/letter"}
-    recs = evaluate.group_records(tmp_path / "shared" / "predictions.jsonl", "normal/letter")
-    asked = evaluate.select(b.questions, 1)
-    mine = evaluate.group_records(tmp_path / "shared" / "predictions.jsonl", "normal/letter",
-                                  asked)
+    recs = metrics.group_records(tmp_path / "shared" / "predictions.jsonl", "normal/letter")
+    asked = tvbench.select(b.questions, 1)
+    mine = metrics.group_records(tmp_path / "shared" / "predictions.jsonl", "normal/letter",
+                                 asked)
     assert len(recs) == 2 * len(b.tasks) and len(mine) == len(asked) == len(b.tasks)
     assert {r["sample_id"] for r in mine} == {tvbench.sample_id(q) for q in asked}
 
@@ -201,7 +253,7 @@ def test_two_process_sharding_torchrun(bench, tmp_path):
     files = sorted(p.name for p in (tmp_path / "two").glob("predictions*.jsonl"))
     assert files == ["predictions.jsonl"]  # shards merged
     lines = (tmp_path / "two" / "predictions.jsonl").read_text().splitlines()
-    keys = [str(tvbench.prediction_key(json.loads(x))) for x in lines]
+    keys = [str(metrics.prediction_key(json.loads(x))) for x in lines]
     assert len(keys) == len(set(keys)) == 48 * 2 * 2  # none duplicated
     assert sorted(keys) == _keys(tmp_path / "one")  # none lost
     a = json.loads((tmp_path / "one" / "metrics.json").read_text())
@@ -299,7 +351,7 @@ def test_eval_cli_tiny_longvu(tiny_ckpt, bench, tmp_path):
                "--workers", "1", "--label", "tiny-test")
     last = out.stdout.strip().splitlines()[-1].split()
     assert last[0] == "micro" and last[-1] == "6"
-    recs = tvbench.read_predictions(tmp_path / "run")
+    recs = metrics.read_predictions(tmp_path / "run")
     assert len(recs) == 6 and all(r["model"] == "qwen" for r in recs)
     assert all(r["parse"] in ("ok", "fallback", "nomatch") for r in recs)
     again = _cli("score", "--data", bench, "--predictions", tmp_path / "run")
@@ -314,6 +366,7 @@ def test_adapters_resolve_and_evaluate(tiny_ckpt, bench, tmp_path):
     """An adapter dir and a notebook-03 run name both resolve; the adapter changes the logits."""
     import torch
     from peft import LoraConfig, get_peft_model
+    from safetensors.torch import save_file
 
     from lib import longvu
 
@@ -321,6 +374,8 @@ def test_adapters_resolve_and_evaluate(tiny_ckpt, bench, tmp_path):
     peft = get_peft_model(m.decoder, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
                                                 init_lora_weights=False))
     peft.save_pretrained(str(tmp_path / "adapter"))
+    # an adapter dir holds the connector beside the LoRA weights (lib.longvu.load checks it)
+    save_file(m.connector.state_dict(), str(tmp_path / "adapter" / "connector.safetensors"))
     spec = profiles.resolve_adapter(str(tmp_path / "adapter"), str(tiny_ckpt))
     assert spec.adapter == str(tmp_path / "adapter") and spec.checkpoint == str(tiny_ckpt)
     run03 = paths.outputs_dir() / "03_qlora_finetune" / "unit"

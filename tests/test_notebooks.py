@@ -69,3 +69,39 @@ def test_smoke_run(nb):
     run = paths.outputs_dir() / nb.stem / "smoke"
     for f in ("params.json", "env.json", "metrics.json"):
         assert (run / f).exists(), f"{nb.stem} did not write {f}"
+
+
+_FIGURE_NAMES = {"plt", "ax", "axes", "fig", "sns", "matplotlib", "seaborn"}
+
+
+def _thinness_problems(source: str) -> list[str]:
+    """Loops, functions and classes longer than 5 lines, and figure code, in one code cell."""
+    # IPython magics and shell escapes are not Python
+    code = "\n".join("" if ln.lstrip().startswith(("%", "!")) else ln
+                     for ln in source.splitlines())
+    out = []
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, (ast.For, ast.AsyncFor, ast.While, ast.FunctionDef,
+                             ast.AsyncFunctionDef, ast.ClassDef)):
+            n = node.end_lineno - node.lineno + 1
+            if n > 5:
+                out.append(f"line {node.lineno}: {type(node).__name__} of {n} lines")
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            mods = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+            if any(m.split(".")[0] in _FIGURE_NAMES for m in mods):
+                out.append(f"line {node.lineno}: imports plotting ({ast.unparse(node)})")
+        elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+              and node.value.id in _FIGURE_NAMES):
+            out.append(f"line {node.lineno}: figure code {node.value.id}.{node.attr}")
+    return out
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_code_cells_are_thin(nb):
+    """Notebooks are narratives over lib/: no loop or function longer than 5 lines and no
+    figure code in a code cell (figures come from lib.plots functions)."""
+    d = json.loads(nb.read_text())
+    code = [c for c in d["cells"] if c["cell_type"] == "code"]
+    problems = [f"code cell {i}, {p}" for i, c in enumerate(code)
+                for p in _thinness_problems("".join(c["source"]))]
+    assert not problems, f"{nb.name}: move to lib/:\n  " + "\n  ".join(problems)

@@ -2,9 +2,10 @@
 
 import json
 
+import pandas as pd
 import pytest
 
-from lib import config, evaluate, models, runs, tvbench
+from lib import ablations, config, evaluate, metrics, models, results, runs, tvbench
 
 
 def test_ordering_effect_sees_a_gain_that_shuffling_removes(smoke_assets, tmp_path):
@@ -12,7 +13,7 @@ def test_ordering_effect_sees_a_gain_that_shuffling_removes(smoke_assets, tmp_pa
     spec = config.EvalSpec(conditions=("normal", "shuffled"), seeds=(0,), scorings=("letter",),
                              num_workers=0)
     evaluate.run(models.FakeModel(), bench, tmp_path / "base", spec, progress=False)
-    base = tvbench.read_predictions(tmp_path / "base" / "predictions.jsonl")
+    base = metrics.read_predictions(tmp_path / "base" / "predictions.jsonl")
     # A "tuned" model: right on every normal-order ordering question, otherwise the base.
     tuned = []
     for r in base:
@@ -23,15 +24,15 @@ def test_ordering_effect_sees_a_gain_that_shuffling_removes(smoke_assets, tmp_pa
     (tmp_path / "tuned").mkdir()
     (tmp_path / "tuned" / "predictions.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in tuned))
-    eff = evaluate.ordering_effect(tmp_path / "base" / "predictions.jsonl",
-                                   tmp_path / "tuned" / "predictions.jsonl", bench, "letter",
-                                   n_boot=200)
+    eff = metrics.ordering_effect(tmp_path / "base" / "predictions.jsonl",
+                                  tmp_path / "tuned" / "predictions.jsonl", bench, "letter",
+                                  n_boot=200)
     g, s, d = eff["gain_normal"], eff["gain_shuffled"], eff["tuned_shuffled_minus_normal"]
     assert g["tasks"] == "scene_transition+action_sequence" and g["n"] == 16
     assert g["b"] == 100 and g["diff"] > 0 and g["ci_lo"] > 0
     assert s["diff"] == 0 and d["diff"] < 0
     assert g["gain_kept_when_shuffled"] == 0
-    f = evaluate.record_effect(eff, "t", tmp_path)
+    f = results.record_effect(eff, "t", tmp_path)
     df = runs.read_results("tvbench_effects")
     assert f.name == "tvbench_effects.csv" and len(df[df["run_dir"] == str(tmp_path)]) == 3
 
@@ -42,14 +43,10 @@ def test_ordering_effect_needs_the_shuffled_condition(smoke_assets, tmp_path):
     evaluate.run(models.FakeModel(), bench, tmp_path / "a", spec, progress=False)
     src = tmp_path / "a" / "predictions.jsonl"
     with pytest.raises(ValueError, match="no shuffled@0/letter predictions"):
-        evaluate.ordering_effect(src, src, bench, "letter", n_boot=50)
+        metrics.ordering_effect(src, src, bench, "letter", n_boot=50)
 
 
 def test_headline_table_and_summary():
-    import pandas as pd
-
-    from lib import ablations
-
     rows = [{"label": "04/demo/tuned", "run_dir": "/o/04_tvbench_eval/demo", "comparison": c,
              "tasks": "scene_transition+action_sequence", "scoring": "letter", "n": 256, "a": a,
              "b": b, "diff": b - a, "ci_lo": lo, "ci_hi": hi, "mcnemar_p": 0.01}

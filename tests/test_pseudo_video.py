@@ -12,7 +12,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from lib import coco, tvbench
+from lib import coco, questions, tvbench
 from lib import pseudo_video as pv
 
 N_STAT = 1500  # questions per statistical check: fast (no frames) and tight enough
@@ -24,7 +24,7 @@ def index(smoke_assets):
 
 
 def make(index, qtype, n=N_STAT, s=4, f=5, mode="fixed", seed=0, **kw):
-    return pv.PseudoVideoSource(index, [pv.GenSpec(qtype, n, s, f, **kw)], seed, mode)
+    return pv.PseudoVideoSource(index, [questions.GenSpec(qtype, n, s, f, **kw)], seed, mode)
 
 
 def samples(src, epoch=0):
@@ -57,13 +57,13 @@ def test_formations_ranges_and_distinct_images(index):
 
 def test_default_min_scenes(index):
     for q, lo in [("R1", 2), ("R2", 2), ("R3", 2), ("R4", 2), ("A1", 1), ("A2", 1), ("TG", 2)]:
-        assert pv.GenSpec(q, 1, 4, 5).scene_range == (lo, 4)
+        assert questions.GenSpec(q, 1, 4, 5).scene_range == (lo, 4)
     with pytest.raises(ValueError, match="at least 2 scenes"):
-        pv.GenSpec("R2", 1, 4, 5, s_min=1)
+        questions.GenSpec("R2", 1, 4, 5, s_min=1)
 
 
 def test_length_and_concatenation_order(index):
-    specs = pv.parse_mix("R1:S=4:F=20,R3:S=6:F=5,A1:w=2", 400)
+    specs = questions.parse_mix("R1:S=4:F=20,R3:S=6:F=5,A1:w=2", 400)
     assert [(x.qtype, x.n, x.s_max, x.f_max) for x in specs] == [
         ("R1", 100, 4, 20), ("R3", 100, 6, 5), ("A1", 200, 4, 5)]
     src = pv.PseudoVideoSource(index, specs, 0)
@@ -71,10 +71,10 @@ def test_length_and_concatenation_order(index):
     assert [fm.qtype for fm in src.formations] == ["R1"] * 100 + ["R3"] * 100 + ["A1"] * 200
     assert max(max(fm.frame_counts) for fm in src.formations[:100]) == 20
     assert max(len(fm.image_ids) for fm in src.formations[100:200]) == 6
-    assert [x.qtype for x in pv.parse_mix("llama_best", 10)] == ["R1", "R3"]
-    assert pv.parse_mix("scenes_descr", 5)[0].qtype == "R1"
+    assert [x.qtype for x in questions.parse_mix("llama_best", 10)] == ["R1", "R3"]
+    assert questions.parse_mix("scenes_descr", 5)[0].qtype == "R1"
     with pytest.raises(ValueError, match="unknown key"):
-        pv.parse_mix("R1:X=3", 5)
+        questions.parse_mix("R1:X=3", 5)
 
 
 def test_fixed_table_redrawn_reads(index):
@@ -90,7 +90,7 @@ def test_fixed_table_redrawn_reads(index):
 
 
 def test_global_and_per_rank_seeding(index):
-    specs = [pv.GenSpec("R1", 30, 4, 5)]
+    specs = [questions.GenSpec("R1", 30, 4, 5)]
     g0 = pv.PseudoVideoSource(index, specs, 5, seeding="global", rank=0).formations
     g1 = pv.PseudoVideoSource(index, specs, 5, seeding="global", rank=3).formations
     r3 = pv.PseudoVideoSource(index, specs, 5, seeding="per-rank", rank=3).formations
@@ -102,7 +102,7 @@ def test_global_and_per_rank_seeding(index):
 # --- formatting (checklist 8, 9) ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("qtype", pv.QUESTION_TYPES)
+@pytest.mark.parametrize("qtype", questions.QUESTION_TYPES)
 def test_prompt_target_and_letters(index, qtype):
     src = make(index, qtype, n=200)
     for s in samples(src):
@@ -173,7 +173,8 @@ def test_r2(index):
         assert sorted(s.options) == ["after", "before"]
         want = "before" if m["requested"] < m["reference"] else "after"
         assert s.options[s.answer_index] == want
-        assert s.question == pv.Q_R2.format(s.captions[m["requested"]], s.captions[m["reference"]])
+        assert s.question == questions.Q_R2.format(s.captions[m["requested"]],
+                                                   s.captions[m["reference"]])
         if m["reference"] == 0:
             assert want == "after"
         if m["reference"] == len(s.captions) - 1:
@@ -210,19 +211,19 @@ def test_r3(index):
 
 def test_r4_structure(index):
     ss = samples(make(index, "R4", s=3, s_min=3, mode="compat"))
-    specials = set(pv.R4_SPECIAL.values())
+    specials = set(questions.R4_SPECIAL.values())
     n_special = 0
     for s in ss:
         m = s.meta
         assert abs(m["asked"] - m["reference"]) == 1
         word = "before" if m["asked"] < m["reference"] else "after"
-        assert s.question == pv.Q_R4.format(s.captions[m["reference"]], word)
+        assert s.question == questions.Q_R4.format(s.captions[m["reference"]], word)
         present = specials & set(s.options)
         gt = s.options[s.answer_index]
         assert bool(present) == m["special"] == (gt in specials)  # compat: iff correct
         if m["special"]:
             n_special += 1
-            assert gt == pv.R4_SPECIAL[word] and gt[0].isupper() and gt.endswith(".")
+            assert gt == questions.R4_SPECIAL[word] and gt[0].isupper() and gt.endswith(".")
         else:
             assert gt == s.captions[m["asked"]]
         assert len(s.options) == 4
@@ -230,18 +231,18 @@ def test_r4_structure(index):
 
 
 def test_r4_fixed_lists_both_specials(index):
-    fixed = {pv.clean_caption(t) for t in pv.R4_SPECIAL.values()}
+    fixed = {coco.clean_caption(t) for t in questions.R4_SPECIAL.values()}
     for s in samples(make(index, "R4", n=400, s=6)):
         assert fixed <= set(s.options) and len(s.options) == 4
         assert all(not o.endswith(".") for o in s.options)  # styled like cleaned captions
         if s.meta["special"]:
             word = "before" if s.meta["asked"] < s.meta["reference"] else "after"
-            assert s.options[s.answer_index] == pv.clean_caption(pv.R4_SPECIAL[word])
+            assert s.options[s.answer_index] == coco.clean_caption(questions.R4_SPECIAL[word])
 
 
 def test_r4_a2_distractors_from_video_first(index):
     for s in samples(make(index, "R4", n=300, s=6, s_min=5, mode="compat")):
-        captions = set(s.options) - set(pv.R4_SPECIAL.values())
+        captions = set(s.options) - set(questions.R4_SPECIAL.values())
         assert captions <= set(s.captions)  # >= 3 other scenes: no outside captions
     for s in samples(make(index, "A2", n=300, s=6, s_min=4)):
         assert set(s.options) <= set(s.captions)  # checklist 20: S >= 4 all from the video
@@ -303,7 +304,7 @@ def test_temporal_grounding(index):
         j = s.meta["scene"]
         a = 1 + sum(s.frame_counts[:j])
         assert s.options[s.answer_index] == f"frames {a}-{a + s.frame_counts[j] - 1}"
-        assert s.question == pv.Q_TG.format(s.captions[j])
+        assert s.question == questions.Q_TG.format(s.captions[j])
         for o in s.options:
             lo, hi = map(int, re.fullmatch(r"frames (\d+)-(\d+)", o).groups())
             assert 1 <= lo <= hi <= s.num_frames
@@ -326,7 +327,7 @@ def test_cli_byte_identical(smoke_assets, tmp_path):
     assert a == b
     assert a != _cli(smoke_assets, tmp_path / "c.jsonl", seed=1)
     recs = [json.loads(x) for x in a.decode().splitlines()]
-    assert len(recs) == 60 and {r["question_type"] for r in recs} == set(pv.PAPER_TYPES)
+    assert len(recs) == 60 and {r["question_type"] for r in recs} == set(questions.PAPER_TYPES)
     for r in recs:
         assert r["options"][r["answer_index"]] in r["target"]
 
@@ -353,7 +354,7 @@ def test_cli_missing_captions(tmp_path, capsys):
 
 
 def test_dataset_items_and_epochs(index):
-    src = pv.PseudoVideoSource(index, pv.parse_mix("R1,R3", 20, 3, 3), 0)
+    src = pv.PseudoVideoSource(index, questions.parse_mix("R1,R3", 20, 3, 3), 0)
     ds = pv.PseudoVideoDataset(src, jitter="mild", size=(32, 48))
     it = ds[4]
     assert it["frames"].shape == (it["num_frames"], 32, 48, 3) and it["frames"].dtype == np.uint8
@@ -368,7 +369,7 @@ def test_dataset_items_and_epochs(index):
 def test_dataloader_workers(index):
     import torch.utils.data as tud
 
-    src = pv.PseudoVideoSource(index, pv.parse_mix("R1", 6, 2, 2), 0)
+    src = pv.PseudoVideoSource(index, questions.parse_mix("R1", 6, 2, 2), 0)
     ds = pv.PseudoVideoDataset(src, jitter="none", size=16)
     got = [b for b in tud.DataLoader(ds, batch_size=3, num_workers=2, collate_fn=pv.collate)]
     assert sum(len(b["prompt"]) for b in got) == 6
@@ -379,7 +380,7 @@ def test_dataset_bad_images_counted_not_silent(smoke_assets, tmp_path):
     root = tmp_path / "coco"
     shutil.copytree(smoke_assets / "coco", root)
     idx = coco.CaptionIndex.from_root(root, "train")
-    src = pv.PseudoVideoSource(idx, [pv.GenSpec("A1", 10, 2, 2)], 0)
+    src = pv.PseudoVideoSource(idx, [questions.GenSpec("A1", 10, 2, 2)], 0)
     bad = src.formations[0].image_ids[0]
     idx.image_path(bad).unlink()
     strict = pv.PseudoVideoDataset(src, on_error="raise")
@@ -394,7 +395,7 @@ def test_dataset_bad_images_counted_not_silent(smoke_assets, tmp_path):
 
 def test_image_without_captions_named(smoke_assets, tmp_path):
     idx = coco.CaptionIndex.from_root(smoke_assets / "coco", "train")
-    src = pv.PseudoVideoSource(idx, [pv.GenSpec("A1", 3, 2, 2)], 0)
+    src = pv.PseudoVideoSource(idx, [questions.GenSpec("A1", 3, 2, 2)], 0)
     src.formations[1] = pv.Formation("A1", (999999, idx.image_ids[0]), (1, 1), 0)
     with pytest.raises(coco.CocoError, match="image id 999999"):
         src.sample(1)
@@ -408,7 +409,7 @@ def test_image_without_captions_named(smoke_assets, tmp_path):
 
 
 def test_export_tvbench_layout(index, tmp_path):
-    src = pv.PseudoVideoSource(index, pv.parse_mix("R1,R2", 6, 3, 2), 0)
+    src = pv.PseudoVideoSource(index, questions.parse_mix("R1,R2", 6, 3, 2), 0)
     counts = pv.export_tvbench(src, tmp_path / "bench", size=(32, 32))
     assert counts == {"pseudo_R1": 3, "pseudo_R2": 3}
     rep = tvbench.validate(tmp_path / "bench")
@@ -432,7 +433,7 @@ def test_static_and_interactive_preview(index):
 
     from lib import preview
 
-    src = pv.PseudoVideoSource(index, pv.parse_mix("R1,R4", 4, 3, 3), 0)
+    src = pv.PseudoVideoSource(index, questions.parse_mix("R1,R4", 4, 3, 3), 0)
     s = src.sample(0)
     fig = preview.static_preview(s, src.frames(s, "mild"), max_frames=5)
     assert len(fig.axes) == min(5, s.num_frames) + 2
@@ -444,4 +445,5 @@ def test_static_and_interactive_preview(index):
     assert frame.value == 0 and frame.max == src.sample(3).num_frames - 1
     table = preview.sample_table(src)
     assert list(table["question_type"]) == ["R1", "R1", "R4", "R4"]
+    assert src.first_per_type() == [0, 2]  # one example per question type
     plt.close("all")

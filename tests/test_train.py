@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from lib import train
+from lib import adapters, assets, coco, paths, train
+from lib.config import TrainConfig, add_train_arguments
 from tests.longvu_helpers import tiny_ckpt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,11 +53,11 @@ def ckpt() -> Path:
     return tiny_ckpt("qwen", "image", "small")
 
 
-def _cfg(ckpt, out, **kw) -> train.TrainConfig:
+def _cfg(ckpt, out, **kw) -> TrainConfig:
     base = dict(model=str(ckpt), out=str(out), max_steps=4, global_batch=2, save_steps=2,
                 lr=2e-3, lora_r=8, lora_alpha=16, seed=0, log_every=100)
     base.update(kw)
-    return train.TrainConfig(**base)
+    return TrainConfig(**base)
 
 
 def test_labels_only_on_answer_tokens(ckpt):
@@ -78,7 +82,7 @@ def test_labels_only_on_answer_tokens(ckpt):
 
 def test_qlora_model_and_loss_decrease(ckpt, tmp_path):
     cfg = _cfg(ckpt, tmp_path)
-    model, quant = train.build_model(cfg, torch.device("cpu"))
+    model, quant = adapters.build_model(cfg, torch.device("cpu"))
     assert quant == "nf4"
     base = model.base_decoder
     assert type(base.model.layers[0].mlp.down_proj.base_layer).__name__ == "Linear4bit"
@@ -88,7 +92,7 @@ def test_qlora_model_and_loss_decrease(ckpt, tmp_path):
     assert lora and all(".model.layers." in n for n in lora)  # never the SVA / towers
     assert all(p.requires_grad for p in model.connector.parameters())
     assert not any(p.requires_grad for p in model.towers.parameters())
-    counts = train.trainable_counts(model)
+    counts = adapters.trainable_counts(model)
     assert counts["lora"] > 0 and counts["connector"] > 0 and counts["decoder"] == 0
 
     builder = train.SampleBuilder(model)
@@ -186,7 +190,7 @@ def test_full_mode_resume_and_standalone_checkpoint(ckpt, tmp_path):
     prompt = model.prompt("Colour?")
     model.eval()
     want = model.next_token_logits(item["frames"], prompt)
-    got = load(ref["model_dir"]).next_token_logits(item["frames"], prompt)
+    got = load(paths.absolute(ref["model_dir"])).next_token_logits(item["frames"], prompt)
     assert torch.allclose(got, want, atol=1e-5)
     run = tmp_path / "killed"
     with pytest.raises(RuntimeError, match="simulated kill"):
@@ -205,16 +209,54 @@ def test_epochs_redraw_and_bad_samples_counted(ckpt, tmp_path):
 
 def test_missing_image_stops_before_training(tmp_path):
     """A missing image is an error naming it, found before any step (never a substitute)."""
-    import shutil
-
-    from lib import assets, coco, train
-
     root = tmp_path / "a"
     assets.build("smoke", root)
     data = root / "coco"
     victim = sorted((data / "train2017").glob("*.jpg"))[3]
     victim.unlink()
-    cfg = train.TrainConfig(model="unused", out=str(tmp_path / "run"), coco=str(data))
+    cfg = TrainConfig(model="unused", out=str(tmp_path / "run"), coco=str(data))
     with pytest.raises(coco.CocoError, match=victim.name):
         train.pseudo_video_dataset(cfg)
     shutil.rmtree(root)
+
+
+def test_config_frozen_and_from_params():
+    """Notebook 03's parameters map onto the fields (STEPS -> max_steps, a line per tenth)."""
+    params = {"RUN_NAME": "x", "SEED": 3, "PROFILE": "smoke", "QUESTIONS": "R1,R3", "S": 2,
+              "F": 3, "N": 16, "STEPS": 40, "GLOBAL_BATCH": 2, "LR": None, "LORA_R": 8,
+              "LORA_ALPHA": 16, "MODE": "lora", "TIME_BUDGET_S": None, "SAVE_STEPS": 7,
+              "EVAL_SAMPLES": 2}
+    cfg = TrainConfig.from_params(params, model="m", out="o", coco="c")
+    assert cfg == TrainConfig(model="m", out="o", coco="c", questions="R1,R3", S=2, F=3, n=16,
+                              mode="lora", max_steps=40, lr=None, lora_r=8, lora_alpha=16,
+                              global_batch=2, save_steps=7, time_budget_s=None, seed=3,
+                              log_every=4)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.lr = 1.0
+    assert dataclasses.replace(cfg, split="val").split == "val" and cfg.split == "train"
+
+
+def test_result_row_has_repo_relative_paths():
+    adapter = paths.ROOT / "outputs" / "03_qlora_finetune" / "r" / "adapter"
+    params = {"RUN_NAME": "r", "PROFILE": "smoke", "BACKBONE": "qwen", "MODE": "qlora",
+              "QUESTIONS": "R1", "S": 2, "F": 2, "N": 4}
+    metrics = {"quantization": "nf4", "steps": 2, "first_loss": 2.0, "last_loss": 1.0,
+               "time_per_sample_s": 0.1, "peak_memory_bytes": 1, "adapter_dir": str(adapter)}
+    row = train.result_row(params, metrics, {"base": 2.0, "tuned": 1.5})
+    assert len(row) == 17 and row["heldout_tuned"] == 1.5
+    assert row["adapter"] == "outputs/03_qlora_finetune/r/adapter"
+    assert paths.absolute(row["adapter"]) == adapter
+
+
+def test_cli_flags_derived_from_config():
+    ap = add_train_arguments(argparse.ArgumentParser())
+    a = ap.parse_args(["--model", "m", "--coco", "c", "--out", "o"])
+    assert TrainConfig.from_args(a) == TrainConfig(model="m", out="o", coco="c")
+    a = ap.parse_args(["--model", "m", "--coco", "c", "--out", "o", "--r", "8", "--alpha", "4",
+                       "--time-budget", "9", "--workers", "2", "--question-mode", "compat",
+                       "--supervise-prompt-tokens", "--allow-fallback", "--lr", "0.5"])
+    assert TrainConfig.from_args(a) == TrainConfig(
+        model="m", out="o", coco="c", lora_r=8, lora_alpha=4, time_budget_s=9.0, num_workers=2,
+        question_mode="compat", supervise_prompt_tokens=True, require_4bit=False, lr=0.5)
+    with pytest.raises(SystemExit):
+        ap.parse_args(["--model", "m", "--out", "o"])  # --coco is required on the CLI

@@ -1,5 +1,6 @@
-"""lib.tvbench: loader edge cases, frame sampling, conditions, metrics, the score CLI and the
-paper-Table-3 reproduction. No model is involved (see test_evaluate.py for the runner)."""
+"""lib.tvbench (loader edge cases, conditions), lib.video (frame sampling), lib.metrics
+(metrics), lib.tables (the Table 3 layout), the score CLI and the paper-Table-3 reproduction.
+No model is involved (see test_evaluate.py for the runner)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from lib import paths, tvbench, video
+from lib import metrics, paper, paths, tables, tvbench, video
 from lib.video import write_video
 
 
@@ -30,8 +31,10 @@ def edge_bench(tmp_path_factory):
     root = tmp_path_factory.mktemp("edge") / "bench"
     (root / "json").mkdir(parents=True)
     vids = {("action_sequence", "as1.mp4"): (30, 25), ("action_sequence", "as2.mp4"): (24, 8),
-            ("action_localization", "al1.mp4"): (24, 8), ("egocentric_sequence", "es1.mp4"): (16, 8),
-            ("egocentric_sequence", "slow.mp4"): (6, 1), ("egocentric_sequence", "ntu.avi"): (12, 8)}
+            ("action_localization", "al1.mp4"): (24, 8),
+            ("egocentric_sequence", "es1.mp4"): (16, 8),
+            ("egocentric_sequence", "slow.mp4"): (6, 1),
+            ("egocentric_sequence", "ntu.avi"): (12, 8)}
     for (task, name), (n, fps) in vids.items():
         write_video(root / "video" / task / name, _ramp(n), fps)
     (root / "video" / "egocentric_sequence" / "es1.mp4").rename(
@@ -120,7 +123,7 @@ def test_missing_video_error_lists_all_and_skip_counts(edge_bench, tmp_path):
     assert b.skipped_videos == ["video/action_localization/al1.mp4",
                                 "video/egocentric_sequence/es1.mp4"]
     recs = [_rec(q, q.answer_index) for q in b.questions]
-    m = tvbench.score_frame(tvbench._frame(recs, b), b, n_boot=50)
+    m = metrics.score_frame(metrics.predictions_frame(recs, b), b, n_boot=50)
     assert m["skipped_missing_video"] == 3 and m["micro"] == 100
 
 
@@ -186,9 +189,10 @@ def test_micro_macro_chance_and_baselines():
            for i in range(30)]
     b = Benchmark(None, tasks, qs)
     # two: 8/10 right; four: 6/30 right
-    recs = [_rec(q, q.answer_index if i < 8 else 1 - q.answer_index) for i, q in enumerate(qs[:10])]
+    recs = [_rec(q, q.answer_index if i < 8 else 1 - q.answer_index)
+            for i, q in enumerate(qs[:10])]
     recs += [_rec(q, 1 if i < 6 else None if i < 10 else 0) for i, q in enumerate(qs[10:])]
-    m = tvbench.score_frame(tvbench._frame(recs, b), b, n_boot=500)
+    m = metrics.score_frame(metrics.predictions_frame(recs, b), b, n_boot=500)
     assert m["tasks"]["two"]["acc"] == 80 and m["tasks"]["four"]["acc"] == 20
     assert m["micro"] == pytest.approx(100 * 14 / 40)
     assert m["macro"] == pytest.approx(50)
@@ -210,25 +214,26 @@ def test_cluster_bootstrap_is_wider_for_clustered_videos():
     correct = np.array([i % 40 < 20 for i in range(n)])  # 50%
     indep = pd.DataFrame({"task": "t", "video": [f"v{i}" for i in range(n)], "correct": correct})
     clustered = indep.assign(video=[f"v{i % 40}" for i in range(n)])  # 40 videos x 5
-    w1 = np.diff(tvbench.bootstrap(indep, 2000)["micro"])[0]
-    w2 = np.diff(tvbench.bootstrap(clustered, 2000)["micro"])[0]
+    w1 = np.diff(metrics.bootstrap(indep, 2000)["micro"])[0]
+    w2 = np.diff(metrics.bootstrap(clustered, 2000)["micro"])[0]
     assert 11 < w1 < 17  # about 2 x 1.96 x sqrt(.25/200) = 13.9 points
     assert w2 > 1.8 * w1  # design effect sqrt(5) = 2.2
-    assert tvbench.bootstrap(indep, 300, seed=3) == tvbench.bootstrap(indep, 300, seed=3)
+    assert metrics.bootstrap(indep, 300, seed=3) == metrics.bootstrap(indep, 300, seed=3)
 
 
 def test_paired_comparison():
     from lib.tvbench import Benchmark, Question, Task
 
-    qs = [Question("t", i, f"v{i}.mp4", None, f"q{i}", ("a", "b", "c", "d"), 0) for i in range(100)]
+    qs = [Question("t", i, f"v{i}.mp4", None, f"q{i}", ("a", "b", "c", "d"), 0)
+          for i in range(100)]
     b = Benchmark(None, [Task("t", "T", "T", False)], qs)
     a = [_rec(q, 0 if i < 60 else 1) for i, q in enumerate(qs)]
     s = [_rec(q, 0 if i < 30 else 1, condition="shuffled", seed=0) for i, q in enumerate(qs)]
-    res = tvbench.paired(a, s, b, n_boot=1000)
+    res = metrics.paired(a, s, b, n_boot=1000)
     assert res["micro_a"] == 60 and res["micro_b"] == 30 and res["micro_diff"] == -30
     assert res["a_only"] == 30 and res["b_only"] == 0 and res["mcnemar_p"] < 1e-6
     assert res["micro_ci"][1] < 0 and res["flip_rate"] == 30
-    same = tvbench.paired(a, a, b, n_boot=200)
+    same = metrics.paired(a, a, b, n_boot=200)
     assert same["micro_diff"] == 0 and same["mcnemar_p"] == 1.0
 
 
@@ -237,7 +242,7 @@ def test_parse_failures_counted_per_task(edge_bench):
     recs = [_rec(q, 2 if q.task == "egocentric_sequence" else None, parse="nomatch")
             for q in b.questions[:3]] + [_rec(q, q.answer_index, parse="ok")
                                          for q in b.questions[3:]]
-    m = tvbench.score(recs, b, n_boot=0)["normal/paper"]
+    m = metrics.score(recs, b, n_boot=0)["normal/paper"]
     assert m["parse"] == {"nomatch": 3, "ok": 4}
     assert m["parse_by_task"]["action_localization"] == {"nomatch": 1}
     assert m["micro_ci"] is None
@@ -268,7 +273,7 @@ def _table3_bench(tmp_path):
 @pytest.mark.parametrize("row", range(8))
 def test_score_cli_reproduces_table3_micro(tmp_path, row):
     root = _table3_bench(tmp_path)
-    t3 = tvbench.paper_table3()
+    t3 = tables.paper_frame("3")
     accs = t3.iloc[row]
     recs = []
     for t in tvbench.TVBENCH_TASKS:
@@ -300,14 +305,14 @@ def test_score_cli_reproduces_table3_micro(tmp_path, row):
 
 
 def test_results_table_layout():
-    t3 = tvbench.paper_table3()
-    assert list(t3.columns) == tvbench.TABLE_COLUMNS + ["Avg"] and len(t3) == 8
-    metrics = {"tasks": {"action_count": {"abbr": "AC", "acc": 40.0, "ci": [30.0, 50.0],
-                                          "chance": 25.0}},
-               "micro": 40.0, "macro": 40.0, "micro_ci": [30.0, 50.0], "n": 10,
-               "chance_micro": 25.0, "chance_macro": 25.0}
-    tab = tvbench.results_table({"ours": metrics},
-                                paper=[("video-trained", "Qwen2-7B", "normal")], ci=True)
+    t3 = tables.paper_frame("3")
+    assert list(t3.columns) == paper.COLUMNS and len(t3) == 8
+    m = {"tasks": {"action_count": {"abbr": "AC", "acc": 40.0, "ci": [30.0, 50.0],
+                                    "chance": 25.0}},
+         "micro": 40.0, "macro": 40.0, "micro_ci": [30.0, 50.0], "n": 10,
+         "chance_micro": 25.0, "chance_macro": 25.0}
+    tab = tables.results_table({"ours": m},
+                               paper=[("video-trained", "Qwen2-7B", "normal")], ci=True)
     assert list(tab.index) == ["paper: video-trained / Qwen2-7B / normal", "ours",
                                "chance (from data)"]
     assert tab.loc["ours", "Avg"] == "40.0 [30.0, 50.0]"
@@ -318,10 +323,10 @@ def test_predictions_reader_tolerates_torn_line_and_dupes(tmp_path):
     f = tmp_path / "predictions.jsonl"
     r = {"task": "t", "video": "v", "question": "q", "pred_index": 0, "answer_index": 0}
     f.write_text(json.dumps(r) + "\n" + json.dumps(r) + "\n" + '{"task": "t", "vid')
-    assert len(tvbench.read_predictions(f)) == 1
+    assert len(metrics.read_predictions(f)) == 1
     (tmp_path / "bad.jsonl").write_text(json.dumps({"task": "t"}) + "\n")
     with pytest.raises(tvbench.BenchmarkError, match="missing field"):
-        tvbench.read_predictions(tmp_path / "bad.jsonl")
+        metrics.read_predictions(tmp_path / "bad.jsonl")
 
 
 def test_score_cli_on_minitvbench_run(smoke_assets, tmp_path):
@@ -332,6 +337,6 @@ def test_score_cli_on_minitvbench_run(smoke_assets, tmp_path):
              "pred_index": 0, "answer_index": q.answer_index} for q in qs]
     f = tmp_path / "p.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    res = tvbench.score(f, root, n_boot=100)
+    res = metrics.score(f, root, n_boot=100)
     m = res["normal/paper"]
     assert m["n"] == len(qs) and m["micro"] == pytest.approx(m["baselines"]["always_A"])

@@ -13,11 +13,18 @@ API
         Vision-CAIR/LongVU_Llama3_2_3B[_img]); towers: None (the checkpoint's own towers/
         dir, else google/siglip-so400m-patch14-384 + facebook/dinov2-giant from the cache),
         a dir with siglip/ and dinov2/, or {"siglip": ..., "dinov2": ...}. Fails loudly
-        (LongVULoadError) on missing/unexpected keys and shape mismatches, and with a
-        `hf download` command when files are absent. adapter: a PEFT adapter dir for the
-        decoder (+ optional connector.safetensors in it).
+        (LongVULoadError) on missing/unexpected keys and shape mismatches, on damaged files
+        (naming the file and the fix), on index entries outside the checkpoint dir, on
+        config.json lacking a field that changes the computation (errors.LongVUConfigError,
+        a LongVULoadError and a ValueError), and with a `hf download` command when files are
+        absent. adapter: a PEFT adapter dir (adapter_model.safetensors +
+        connector.safetensors; pickles refused).
     model.tokenizer, model.config (LongVUConfig), model.decoder (stock causal LM, or its peft
         wrapper), model.template ("qwen" | "llama3"), model.device, model.dtype
+    model.loading_report                                config fields defaulted (with the
+        original's value and source) or ignored as the original ignores them, parameters not
+        read from files, weight files read; logged by `load`. Field rules: config.LLM_FIELDS,
+        config.LONGVU_FIELDS.
     model.prompt(user_text) -> str                      eval prompt of this checkpoint
     prompts.build_prompt(template, user_text, with_image=True) -> str
     prompts.mc_user_text(question, options) -> str      MVBench multiple-choice user text
@@ -71,6 +78,6 @@ def __getattr__(name: str):
         from . import loading
         return getattr(loading, name)
     if name in ("LongVU", "Flags"):
-        from . import model
+        from . import model  # lazy for the same reason
         return getattr(model, name)
     raise AttributeError(f"module 'lib.longvu' has no attribute {name!r}")

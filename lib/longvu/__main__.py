@@ -26,12 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir")
     args = ap.parse_args(argv)
     if args.cmd == "tiny":
+        # here, not at the top: HF_HUB_OFFLINE above must be set before transformers loads
         from .tiny import write_tiny
         out = write_tiny(args.out, args.backbone, args.stage, args.geometry, args.seed)
         print(f"wrote tiny LongVU ({args.backbone}, {args.stage}, {args.geometry}, "
               f"seed {args.seed}) to {out}")
         return 0
-    from .parity import run_all
+    from .parity import run_all  # after HF_HUB_OFFLINE, as above
     results = run_all(args.dir)
     return 0 if all(r.ok for r in results) else 1
 

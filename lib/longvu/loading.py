@@ -3,9 +3,15 @@
 Keys are the original ones: `lm_head.weight` and `model.*` (LLM + connector); tower weights live
 in their own dirs / hub repos, as in the release. Before anything is loaded every checkpoint key
 and shape is checked against the architecture the config implies; missing keys, unexpected keys
-and shape mismatches are listed by name. Safetensors only: no pickle, no trust_remote_code.
-NF4 quantises only the decoder's linear layers (lm_head, connector and towers never), and this is
-verified after loading. Used by notebooks 01, 03, 04 through `lib.longvu.load`.
+and shape mismatches are listed by name. Safetensors only (checkpoints, towers and adapters): no
+pickle, no trust_remote_code. Every file is checked before transformers/PEFT read it: a damaged
+config, index, shard, tokenizer, generation config, tower or adapter file raises LongVULoadError
+naming the file, what is wrong and the fix (the exact `hf download ... --force-download` for a
+file in the HF cache). Index entries must be plain names inside the checkpoint dir. config.json
+fields are required or defaulted as the original does (config.py); `model.loading_report` lists
+the defaults. NF4 quantises only the decoder's linear layers (lm_head, connector and towers
+never), and this is verified after loading. Used by notebooks 01, 03, 04 through
+`lib.longvu.load`.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from transformers import (AutoTokenizer, BitsAndBytesConfig, Dinov2Model, LlamaF
 from transformers.utils import logging as hf_logging
 
 from . import prompts
-from .config import TOWER_HUB_IDS, LongVUConfig, merged_config_dict, read_config
+from .config import TOWER_HUB_IDS, LoadingReport, LongVUConfig, merged_config_dict, read_config
+from .errors import LongVULoadError, download_hint, read_json, refetch_hint
 from .connector import Connector
 from .model import Flags, LongVU
 from .towers import Towers, tower_resolutions, tower_width
@@ -34,17 +41,16 @@ CONNECTOR_TOP = ("mm_projector", "mm_projector_aux_0", "mm_projector_aux_1", "vi
 OFFICIAL = ("Vision-CAIR/LongVU_Qwen2_7B", "Vision-CAIR/LongVU_Qwen2_7B_img",
             "Vision-CAIR/LongVU_Llama3_2_3B", "Vision-CAIR/LongVU_Llama3_2_3B_img")
 TOWER_DIRS = ("towers", "vision_towers")  # where a self-contained checkpoint keeps its towers
-
-
-class LongVULoadError(RuntimeError):
-    """A checkpoint does not match the architecture its config describes."""
+# files a tokenizer dir may hold that must parse as JSON (merges.txt has no checkable form)
+TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                  "added_tokens.json", "vocab.json")
+PICKLE_RECIPE = ("Convert once in a trusted environment: torch.load(f, weights_only=True) then "
+                 "safetensors.torch.save_file(state_dict, '{name}')")
+__all__ = ["load", "save", "LongVULoadError", "bnb_config", "attach_adapter"]
 
 
 def _download_hint(repo_id: str) -> str:
-    flt = '--include "*.json" --include "*.safetensors" --include "*.txt"'
-    return (f"download it first (needs network):\n    hf download {repo_id} {flt}\n"
-            f"(or add --local-dir <dir> and pass <dir>); then run with HF_HUB_OFFLINE=1. "
-            "See docs/longvu.md for all four checkpoints and both towers.")
+    return download_hint(repo_id)
 
 
 def resolve_dir(path_or_id: str | os.PathLike, what: str = "checkpoint") -> Path:
@@ -63,34 +69,93 @@ def resolve_dir(path_or_id: str | os.PathLike, what: str = "checkpoint") -> Path
     raise FileNotFoundError(f"{what} dir {p} does not exist")
 
 
+def _shard_name_problem(name) -> str | None:
+    """Why an index entry is not a plain file name inside the checkpoint dir (None if it is).
+
+    Only the *name* is judged: a contained name whose file is a symlink (HF cache snapshots
+    link into ../../blobs) is fine."""
+    if not isinstance(name, str) or not name:
+        return "not a file name"
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "an absolute path"
+    parts = name.replace("\\", "/").split("/")
+    if ".." in parts:
+        return "a path with '..'"
+    if any(p in ("", ".") for p in parts):
+        return "not a normalised relative path"
+    if not name.endswith(".safetensors"):
+        return "not a .safetensors file"
+    return None
+
+
 def weight_files(ckpt: Path) -> list[Path]:
-    """The checkpoint's safetensors files (single file or sharded with an index)."""
+    """The checkpoint's safetensors files (single file or sharded with an index).
+
+    Index entries must name .safetensors files inside `ckpt` (no absolute paths, no '..');
+    a dir holding both an index and model.safetensors is refused (transformers would load the
+    single file while the index names other shards)."""
     index = ckpt / "model.safetensors.index.json"
+    single = ckpt / "model.safetensors"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        if single.is_file():
+            raise LongVULoadError(
+                f"{ckpt}: holds both {index.name} and {single.name}; which one is current is "
+                "ambiguous (transformers would read model.safetensors, the index names other "
+                "shards). Fix: delete the stale one, or re-download the checkpoint.")
+        data = read_json(index, "safetensors index")
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise LongVULoadError(f"{index}: no 'weight_map' object; truncated or not a "
+                                  f"safetensors index. Fix: {refetch_hint(index)}")
+        bad = sorted({f"{v!r} ({why})" for v in weight_map.values()
+                      if (why := _shard_name_problem(v))})
+        if bad:
+            raise LongVULoadError(
+                f"{index}: weight_map names files that are not plain .safetensors names inside "
+                f"{ckpt}: {bad[:10]}; refusing to open them. Fix: use the checkpoint's own "
+                f"index ({refetch_hint(index)})")
+        shards = sorted(set(weight_map.values()))
         missing = [s for s in shards if not (ckpt / s).is_file()]
         if missing:
             raise FileNotFoundError(f"{ckpt}: shards listed in {index.name} are absent: "
                                     f"{missing}; re-run the download of this checkpoint")
         return [ckpt / s for s in shards]
-    single = ckpt / "model.safetensors"
     if single.is_file():
         return [single]
     pickles = sorted(p.name for p in ckpt.glob("*.bin"))
     if pickles:
         raise FileNotFoundError(
-            f"{ckpt}: only pickle weights {pickles}; this loader reads safetensors only. Convert "
-            "once in a trusted environment: torch.load(f, weights_only=True) then "
-            "safetensors.torch.save_file(state_dict, 'model.safetensors')")
+            f"{ckpt}: only pickle weights {pickles}; this loader reads safetensors only. "
+            + PICKLE_RECIPE.format(name="model.safetensors"))
     raise FileNotFoundError(f"{ckpt}: no model.safetensors or model.safetensors.index.json")
 
 
-def read_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
-    shapes = {}
-    for f in files:
+def _safetensors_shapes(f: Path) -> dict[str, tuple[int, ...]]:
+    """Key -> shape from one file's header, or LongVULoadError naming the damaged file."""
+    try:
+        size = f.stat().st_size
         with safe_open(str(f), "pt") as sf:
-            for k in sf.keys():
-                shapes[k] = tuple(sf.get_slice(k).get_shape())
+            return {k: tuple(sf.get_slice(k).get_shape()) for k in sf.keys()}
+    except Exception as e:  # SafetensorError, OSError
+        state = "empty (0 bytes)" if f.exists() and size == 0 else f"unreadable ({e})"
+        raise LongVULoadError(f"{f}: safetensors file is {state}: truncated or corrupt. Fix: "
+                              f"{refetch_hint(f)}") from None
+
+
+def read_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
+    """Every key's shape across the files; a key stored in two files is refused."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    where: dict[str, Path] = {}
+    dup = []
+    for f in files:
+        for k, shape in _safetensors_shapes(f).items():
+            if k in where:
+                dup.append(f"{k} ({where[k].name} and {f.name})")
+            shapes[k], where[k] = shape, f
+    if dup:
+        raise LongVULoadError(f"{files[0].parent}: tensors stored in more than one shard, which "
+                              f"copy is meant is ambiguous: {dup[:10]}. Fix: re-download the "
+                              "checkpoint.")
     return shapes
 
 
@@ -178,6 +243,18 @@ def verify_quantization(model: LongVU, quantized: bool) -> None:
                               f"{wrong[:10]}")
 
 
+def _check_tower_files(path: Path, what: str) -> None:
+    """config.json parses and every safetensors header reads, before transformers sees them."""
+    read_json(path / "config.json", f"{what} config.json")
+    index = path / "model.safetensors.index.json"
+    if index.is_file() and not (path / "model.safetensors").is_file():
+        files = weight_files(path)  # sharded: transformers follows the index (contained names)
+    else:  # transformers reads model.safetensors (a hub repo may also carry an index)
+        files = sorted(path.glob("*.safetensors"))
+    for f in files:
+        _safetensors_shapes(f)
+
+
 def _load_tower(cls, path: Path, dtype: torch.dtype):
     """A tower from its own dir; fails if any of its weights would be left random."""
     verbosity = hf_logging.get_verbosity()
@@ -204,6 +281,27 @@ def _connector_state(files: list[Path]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _load_tokenizer(ckpt: Path, llm_cfg):
+    """The checkpoint's tokenizer, or None when it ships none; damaged files name themselves."""
+    for name in TOKENIZER_JSON:
+        if (ckpt / name).is_file():
+            read_json(ckpt / name, "tokenizer file")
+    try:
+        # config= stops AutoTokenizer from parsing the cambrian_* config.json itself
+        tok = AutoTokenizer.from_pretrained(str(ckpt), config=llm_cfg)
+        if tok.chat_template:
+            from transformers.utils.chat_template_utils import _compile_jinja_template
+            templates = tok.chat_template if isinstance(tok.chat_template, dict) else \
+                {"default": tok.chat_template}
+            for t in templates.values():
+                _compile_jinja_template(t)
+    except Exception as e:
+        raise LongVULoadError(
+            f"{ckpt}: the tokenizer files do not load ({type(e).__name__}: {str(e)[:300]}). "
+            f"Fix: {refetch_hint(ckpt / 'tokenizer.json')}") from None
+    return tok
+
+
 def load(path_or_id: str | os.PathLike, towers=None, quantization: str = "none",
          dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
          adapter: str | os.PathLike | None = None, flags: Flags | None = None,
@@ -213,7 +311,11 @@ def load(path_or_id: str | os.PathLike, towers=None, quantization: str = "none",
     path_or_id: a dir or a cached hub id (e.g. "Vision-CAIR/LongVU_Qwen2_7B").
     towers: see `resolve_towers`. quantization: "none" | "nf4" (decoder linears only).
     dtype: default float32 on CPU, bfloat16 on CUDA and for nf4 (fp16 = the original's choice).
-    adapter: a PEFT adapter dir for the decoder (+ optional `connector.safetensors`).
+    adapter: a PEFT adapter dir (adapter_config.json, adapter_model.safetensors and
+    connector.safetensors, as lib/adapters.py save_adapter writes it).
+    The returned model carries `loading_report` (config.LoadingReport: defaulted / ignored
+    config fields, parameters not read from files, weight files); it is logged (warning level
+    when anything was defaulted or ignored).
     """
     if quantization not in ("none", "nf4"):
         raise ValueError(f"quantization must be 'none' or 'nf4', got {quantization!r}")
@@ -222,13 +324,22 @@ def load(path_or_id: str | os.PathLike, towers=None, quantization: str = "none",
         cpu_full = device.type == "cpu" and quantization == "none"
         dtype = torch.float32 if cpu_full else torch.bfloat16
     ckpt = resolve_dir(path_or_id)
-    cfg, llm_cfg = read_config(ckpt)
+    report = LoadingReport(source=str(ckpt))
+    cfg, llm_cfg = read_config(ckpt, report)
     files = weight_files(ckpt)
+    report.files = [f.name for f in files]
+    if (ckpt / "generation_config.json").is_file():  # transformers ignores a broken one
+        read_json(ckpt / "generation_config.json", "generation config")
     sig_dir, dino_dir = resolve_towers(ckpt, towers)
+    _check_tower_files(sig_dir, "SigLIP tower")
+    _check_tower_files(dino_dir, "DINOv2 tower")
     widths = (tower_width(sig_dir), tower_width(dino_dir))
     have = read_shapes(files)
     dec_shapes, con_shapes = expected_shapes(cfg, llm_cfg, widths)
     check_keys(ckpt, have, dec_shapes, con_shapes, bool(llm_cfg.tie_word_embeddings))
+    if "lm_head.weight" not in have:  # tied and absent: the head is the embedding
+        report.created.append("lm_head.weight: tied to model.embed_tokens.weight (not in the "
+                              "checkpoint; tie_word_embeddings=true)")
 
     kwargs = {"config": llm_cfg, "dtype": dtype, "device_map": {"": str(device)},
               "use_safetensors": True}
@@ -243,8 +354,7 @@ def load(path_or_id: str | os.PathLike, towers=None, quantization: str = "none",
                                                           **kwargs)
         tokenizer = None
         if (ckpt / "tokenizer_config.json").is_file() or (ckpt / "tokenizer.json").is_file():
-            # config= stops AutoTokenizer from parsing the cambrian_* config.json itself
-            tokenizer = AutoTokenizer.from_pretrained(str(ckpt), config=llm_cfg)
+            tokenizer = _load_tokenizer(ckpt, llm_cfg)
         else:
             log.warning("%s has no tokenizer files; pass input_ids directly", ckpt)
     finally:
@@ -275,28 +385,91 @@ def load(path_or_id: str | os.PathLike, towers=None, quantization: str = "none",
     verify_quantization(model, quantization == "nf4")
     if adapter is not None:
         attach_adapter(model, adapter)
+    model.loading_report = report
+    (log.info if report.clean else log.warning)("%s", report)
     return model
 
 
-def attach_adapter(model: LongVU, adapter_dir: str | os.PathLike) -> None:
-    """Wrap the decoder with a saved PEFT adapter; load `connector.safetensors` if present."""
-    from peft import PeftModel
-    from safetensors.torch import load_file
-    d = Path(adapter_dir)
+def _adapter_files(d: Path) -> tuple[Path, Path]:
+    """(adapter_model.safetensors, connector.safetensors) of an adapter dir, both checked."""
+    if not d.is_dir():
+        raise FileNotFoundError(f"adapter dir {d} does not exist")
     if not (d / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{d}/adapter_config.json not found: not a PEFT adapter dir")
-    model.decoder = PeftModel.from_pretrained(model.decoder, str(d))
-    model.decoder.eval()
+    acfg = read_json(d / "adapter_config.json", "PEFT adapter config")
+    if not isinstance(acfg, dict) or "peft_type" not in acfg:
+        raise LongVULoadError(f"{d / 'adapter_config.json'}: no 'peft_type'; truncated or not a "
+                              "PEFT adapter config. Fix: use the adapter's own file "
+                              "(lib/adapters.py save_adapter writes complete adapter dirs).")
+    weights = d / "adapter_model.safetensors"
+    if not weights.is_file():
+        pickles = sorted(p.name for p in d.glob("*.bin"))
+        if pickles:
+            raise LongVULoadError(
+                f"{d}: adapter weights only as pickle {pickles}; this loader reads safetensors "
+                "only (PEFT would torch.load them). Fix: "
+                + PICKLE_RECIPE.format(name="adapter_model.safetensors")
+                + ", or re-save with model.decoder.save_pretrained(dir) (safetensors default).")
+        raise LongVULoadError(f"{d}: no adapter_model.safetensors. Fix: point adapter= at a dir "
+                              "written by lib/adapters.py save_adapter (or PEFT "
+                              "save_pretrained).")
+    _safetensors_shapes(weights)
     con = d / "connector.safetensors"
-    if con.is_file():
-        state = load_file(str(con))
-        own = model.connector.state_dict()
-        unknown = sorted(k for k in state if k not in own)
-        bad = sorted(k for k in state if k in own and state[k].shape != own[k].shape)
-        if unknown or bad:
-            raise LongVULoadError(f"{con}: unknown keys {unknown[:10]}, shape mismatches "
-                                  f"{bad[:10]}")
-        model.connector.load_state_dict(state, strict=False)
+    if not con.is_file():
+        raise LongVULoadError(
+            f"{d}: no connector.safetensors. lib/adapters.py save_adapter always writes the "
+            "(possibly fine-tuned) connector next to the LoRA weights; without it the base "
+            "connector would silently stand in. Fix: copy the adapter dir completely; if this "
+            "adapter really left the connector untouched, save the base one there: "
+            "safetensors.torch.save_file(model.connector.state_dict(), "
+            f"'{con}').")
+    _safetensors_shapes(con)
+    return weights, con
+
+
+def attach_adapter(model: LongVU, adapter_dir: str | os.PathLike) -> None:
+    """Wrap the decoder with a saved PEFT adapter and load its `connector.safetensors`.
+
+    Safetensors only; every adapter tensor must land in the model and the connector file must
+    hold the whole connector (strict), else LongVULoadError names what is off."""
+    from peft import PeftModel
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file
+    d = Path(adapter_dir)
+    weights, con = _adapter_files(d)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        decoder = PeftModel.from_pretrained(model.decoder, str(d))
+    except Exception as e:
+        raise LongVULoadError(f"{d}: PEFT could not attach this adapter ({type(e).__name__}: "
+                              f"{str(e)[:300]}). Fix: use an adapter trained for this "
+                              "checkpoint (lib/adapters.py save_adapter).") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    with safe_open(str(weights), "pt") as sf:
+        saved = set(sf.keys())
+    placed = set(get_peft_model_state_dict(decoder))
+    lost, absent = sorted(saved - placed), sorted(placed - saved)
+    if lost or absent:
+        raise LongVULoadError(
+            f"{weights}: adapter does not match this decoder: tensors that match no module "
+            f"{lost[:10]}, adapter parameters absent from the file {absent[:10]}. Fix: use the "
+            "adapter trained for this checkpoint (its adapter_config.json target_modules).")
+    model.decoder = decoder
+    model.decoder.eval()
+    state = load_file(str(con))
+    own = model.connector.state_dict()
+    unknown = sorted(k for k in state if k not in own)
+    missing = sorted(k for k in own if k not in state)
+    bad = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                 for k in state if k in own and state[k].shape != own[k].shape)
+    if unknown or missing or bad:
+        raise LongVULoadError(f"{con}: does not hold this model's connector: missing keys "
+                              f"{missing[:10]}, unknown keys {unknown[:10]}, shape mismatches "
+                              f"{bad[:10]}. Fix: use the connector.safetensors saved with this "
+                              "adapter (lib/adapters.py save_adapter).")
+    model.connector.load_state_dict(state, strict=True)
 
 
 def save(model: LongVU, out_dir: str | os.PathLike, with_towers: bool = True) -> Path:

@@ -23,6 +23,7 @@ from transformers import (Dinov2Config, Dinov2Model, LlamaConfig, LlamaForCausal
 
 from .config import LongVUConfig
 from .connector import Connector
+from .loading import save
 from .model import Flags, LongVU
 from .towers import Towers
 
@@ -195,5 +196,4 @@ def build_tiny(backbone: str = "qwen", stage: str = "video", geometry: str = "re
 def write_tiny(out: str | Path, backbone: str = "qwen", stage: str = "video",
                geometry: str = "real", seed: int = 0) -> Path:
     """Write a complete tiny checkpoint (original layout + towers/ + tokenizer) to `out`."""
-    from .loading import save
     return save(build_tiny(backbone, stage, geometry, seed), out)

@@ -1,0 +1,229 @@
+"""The Hugging Face Trainer wired for LongVU: answer-only loss (``LongVU.forward`` runs lm_head at
+label rows only), adapter checkpoints with a completion flag, one ``log.jsonl`` line per
+optimizer step (loss, lr, grad norm, data wait, compute, tokens/s, peak memory, bad samples) and
+a wall-clock budget that saves and stops.
+
+Used by ``lib.train`` (notebook 03, the ``python -m lib.train`` CLI, ``lib.demo_stages``).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.utils.data as tud
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.utils import logging as hf_logging
+
+from lib.adapters import load_weights, save_adapter
+from lib.config import TrainConfig
+
+COMPLETE_FLAG = "checkpoint_is_complete.flag"
+
+
+def training_arguments(cfg: TrainConfig, output_dir: Path, max_steps: int, accum: int,
+                       workers: int, cuda: bool) -> TrainingArguments:
+    """The recipe: linear warm-up over ``warmup_ratio`` of the steps then cosine to 0, 8-bit
+    paged AdamW on CUDA (plain AdamW on CPU), a log record every step, checkpoints every
+    ``save_steps`` with optimizer/scheduler/RNG state."""
+    return TrainingArguments(
+        output_dir=str(output_dir), max_steps=max_steps,
+        per_device_train_batch_size=cfg.micro_batch,
+        gradient_accumulation_steps=accum, learning_rate=cfg.resolved_lr(),
+        lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm, optim="paged_adamw_8bit" if cuda else "adamw_torch",
+        bf16=cuda, use_cpu=not cuda, seed=cfg.seed, data_seed=cfg.seed,
+        logging_steps=1, save_strategy="steps", save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit, save_only_model=False, report_to=[],
+        dataloader_num_workers=workers, dataloader_pin_memory=cuda,
+        dataloader_persistent_workers=False,  # workers must see set_epoch
+        remove_unused_columns=False, disable_tqdm=True, ddp_find_unused_parameters=False,
+        include_num_input_tokens_seen="no")
+
+
+def build_trainer(model, cfg: TrainConfig, args: TrainingArguments, data: tud.Dataset,
+                  collator, log_path: Path, quant: str, device: torch.device,
+                  fail_at_step: int | None = None) -> LongVUTrainer:
+    """A ``LongVUTrainer`` with the step log, the checkpoint flags / time budget and, for tests
+    of kill-and-resume, a simulated kill after ``fail_at_step``; no progress printing."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "not a PreTrainedModel" and similar notices
+    try:
+        trainer = LongVUTrainer(model=model, args=args, train_dataset=data,
+                                data_collator=collator, mode=cfg.mode)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+    trainer.add_callback(StepLog(trainer, log_path, max(1, cfg.log_every), quant, device))
+    trainer.add_callback(Checkpoints(cfg.time_budget_s))
+    if fail_at_step is not None:
+        trainer.add_callback(_FailAt(fail_at_step))
+    return trainer
+
+
+class LongVUTrainer(Trainer):
+    """HF Trainer on a LongVU model: answer-only loss, adapter checkpoints, data timing."""
+
+    def __init__(self, *a, mode: str = "qlora", **kw):
+        super().__init__(*a, **kw)
+        self.mode = mode
+        self.model_accepts_loss_kwargs = False  # loss = mean over a micro-batch's tokens
+        self.step_stats = _new_stats()
+        base = self.model.base_decoder.model
+        base.register_forward_pre_hook(self._count_tokens, with_kwargs=True)
+
+    def _count_tokens(self, module, args, kwargs):
+        if module.training and kwargs.get("attention_mask") is not None:
+            self.step_stats["tokens"] += int(kwargs["attention_mask"].sum())
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        t = time.perf_counter()
+        out = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self.step_stats["data_wait"] += time.perf_counter() - t
+        return out
+
+    def _run_epoch(self, model, epoch, *a, **kw):
+        # accelerate skips dataset.set_epoch under DDP; pseudo-videos re-draw per epoch
+        if hasattr(self.train_dataset, "set_epoch"):
+            self.train_dataset.set_epoch(epoch)
+        return super()._run_epoch(model, epoch, *a, **kw)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        stats = inputs.pop("stats")
+        s = self.step_stats
+        s["answer_tokens"] += stats["answer_tokens"]
+        s["frames"] += stats["frames"]
+        s["bad"] += stats["bad"]
+        s["errors"].extend(stats["errors"][:3])
+        out = model(visual=inputs["visual"], input_ids=inputs["input_ids"],
+                    labels=inputs["labels"], attention_mask=inputs["attention_mask"])
+        if out.num_tokens:
+            s["losses"].append(float(out.loss.detach()))
+        else:  # the token budget cut the answer off: no signal from this micro-batch
+            s["truncated"] += 1
+        return (out.loss, out) if return_outputs else out.loss
+
+    def _save(self, output_dir=None, state_dict=None):
+        if self.args.should_save:
+            save_adapter(self.accelerator.unwrap_model(self.model), output_dir, self.mode)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        load_weights(self.accelerator.unwrap_model(model or self.model),
+                     resume_from_checkpoint, self.mode)
+
+class StepLog(TrainerCallback):
+    """One log.jsonl line per optimizer step; a printed line every `every` steps."""
+
+    def __init__(self, trainer, path: Path, every: int, quant: str, device: torch.device):
+        self.trainer, self.path, self.every = trainer, path, every
+        self.quant, self.device = quant, device
+        self.t_last = None
+        self.records: list[dict] = []
+
+    def on_step_begin(self, args, state, control, **kw):
+        if self.t_last is None:  # first step of this process: the batch was fetched before
+            self.t_last = time.perf_counter() - self.trainer.step_stats["data_wait"]
+
+    def on_step_end(self, args, state, control, **kw):
+        now = time.perf_counter()
+        s = self.trainer.step_stats
+        self.trainer.step_stats = _new_stats()
+        wall = now - self.t_last
+        self.t_last = now
+        self.pending = {
+            "step": state.global_step, "loss": float(np.mean(s["losses"])) if s["losses"]
+            else float("nan"), "step_time_s": wall, "data_wait_s": s["data_wait"],
+            "compute_s": wall - s["data_wait"], "tokens": s["tokens"],
+            "tokens_per_s": s["tokens"] / wall if wall > 0 else 0.0,
+            "answer_tokens": s["answer_tokens"], "frames": s["frames"],
+            "bad_samples": s["bad"], "truncated_samples": s["truncated"],
+            "peak_memory_bytes": _peak_memory(self.device),
+            "quantization": self.quant, "epoch": state.epoch}
+        if s["errors"]:
+            self.pending["errors"] = s["errors"]
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def on_save(self, args, state, control, **kw):
+        self.t_last = time.perf_counter()  # checkpoint writes are not step time
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        rec = getattr(self, "pending", None)
+        if rec is None or "loss" not in (logs or {}):
+            return
+        self.pending = None
+        rec["lr"] = logs.get("learning_rate")
+        rec["grad_norm"] = logs.get("grad_norm")
+        self.records.append(rec)
+        if state.is_world_process_zero:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            if rec["step"] % self.every == 0 or rec["step"] == 1 \
+                    or rec["step"] == state.max_steps:
+                print(f"step {rec['step']:>5}/{state.max_steps}  loss {rec['loss']:.4f}  "
+                      f"lr {rec['lr']:.2e}  {rec['step_time_s']:.2f}s/step "
+                      f"(data {rec['data_wait_s']:.2f}s)  {rec['tokens_per_s']:.0f} tok/s  "
+                      f"peak {rec['peak_memory_bytes'] / 2**30:.2f} GiB", flush=True)
+
+class Checkpoints(TrainerCallback):
+    """Completion flag after each checkpoint write; wall-clock budget -> save and stop."""
+
+    def __init__(self, budget_s: float | None):
+        self.budget_s, self.t0 = budget_s, None
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.budget_s is not None and time.perf_counter() - self.t0 > self.budget_s:
+            control.should_save = True
+            control.should_training_stop = True
+            state.budget_stopped = True
+        return control
+
+    def on_save(self, args, state, control, **kw):
+        if state.is_world_process_zero:
+            d = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if d.is_dir():
+                (d / COMPLETE_FLAG).write_text(f"{state.global_step}\n")
+
+
+def _new_stats() -> dict:
+    return {"data_wait": 0.0, "tokens": 0, "answer_tokens": 0, "frames": 0, "bad": 0,
+            "truncated": 0, "errors": [], "losses": []}
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: KiB
+
+
+
+
+class _FailAtError(RuntimeError):
+    pass
+
+
+class _FailAt(TrainerCallback):
+    """Raise after a given optimizer step, once its checkpoint (if any) is written."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kw):
+        self._maybe(state)
+
+    def on_log(self, args, state, control, **kw):
+        if state.global_step % max(args.save_steps, 1):
+            self._maybe(state)
+
+    def _maybe(self, state):
+        if state.global_step >= self.step:
+            raise _FailAtError(f"simulated kill after step {state.global_step}")
