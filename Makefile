@@ -8,7 +8,11 @@ STAMP := $(VENV)/.installed
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 MPLBACKEND=Agg
 ROOT_FLAG := $(shell [ "$$(id -u)" = "0" ] && echo --allow-root)
 
-.PHONY: setup demo test bench lab clean
+CHROMIUM := /usr/bin/chromium
+CHROMIUM_HINT := apt-get update && apt-get install -y --no-install-recommends \
+	chromium chromium-driver
+
+.PHONY: setup demo test browser-test bench lab clean
 
 setup: $(STAMP)
 
@@ -29,6 +33,25 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(OFFLINE) $(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
+# Notebook 02's ipywidgets player in JupyterLab, driven in headless Debian Chromium by playwright
+# (tests/browser; `make test` leaves it out). Installs Chromium (apt) and requirements-browser.txt
+# when missing, and fails, never skips, when it cannot. Screenshots: outputs/browser/.
+browser-test: $(STAMP)
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  echo "browser-test: $(CHROMIUM) is missing; installing Debian's chromium"; \
+	  SUDO=$$([ "$$(id -u)" = "0" ] || echo sudo); \
+	  $$SUDO apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    chromium chromium-driver fonts-dejavu-core; \
+	fi; \
+	if [ ! -x $(CHROMIUM) ]; then \
+	  echo "browser-test: FAILED: could not install Chromium. Install it with:"; \
+	  echo "  sudo sh -c '$(CHROMIUM_HINT)'   (as root: $(CHROMIUM_HINT))"; \
+	  exit 1; \
+	fi
+	$(PY) -m pip install -q -r requirements-browser.txt
+	$(OFFLINE) $(PY) -m pytest -q tests/browser
+
 bench: $(STAMP)
 	@for f in benchmarks/*.py; do echo "== $$f"; $(OFFLINE) $(PY) $$f || exit 1; done
 
@@ -36,4 +59,4 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG)
 
 clean:
-	rm -rf outputs/data outputs/0* .pytest_cache
+	rm -rf outputs/data outputs/0* outputs/browser .pytest_cache

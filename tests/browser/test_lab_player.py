@@ -11,11 +11,13 @@ Run > Run All Cells, finds the player (sample slider, Play, frame slider, Output
 frame figure), moves the frame slider and then the sample slider with the keyboard, and checks
 that the figure follows. The question and its options are drawn into that figure (below the
 timeline), so the question block is compared as the image rows under the part a frame move
-changes. Screenshots at 1280x800 go to ``outputs/browser/`` (git-ignored).
+changes. Screenshots at 1280x800 (and the player's figure as received) go to
+``outputs/browser/`` (git-ignored); a failure leaves ``02_player_failure*.png`` there.
 """
 
 from __future__ import annotations
 
+import base64
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,8 +87,9 @@ def chromium_page(lab: LabServer):
 def _failure_screenshot(page) -> None:
     try:
         page.screenshot(path=str(SCREENSHOTS / "02_player_failure.png"))
-        page.locator(".widget-output img").last.screenshot(
-            path=str(SCREENSHOTS / "02_player_failure_image.png"), timeout=5000)
+        src = page.locator(".widget-output img").last.get_attribute("src", timeout=5000)
+        (SCREENSHOTS / "02_player_failure_figure.png").write_bytes(
+            base64.b64decode(src.split(",", 1)[1]))
     except Exception:  # noqa: BLE001 - the test's own failure is what matters
         pass
 
@@ -137,10 +140,12 @@ class Player:
         self.root.evaluate("e => e.scrollIntoView({block: 'start'})")
         time.sleep(0.3)
 
-    def screenshot(self, name: str) -> None:
+    def screenshot(self, name: str, src: str) -> None:
+        """The 1280x800 viewport with the player at its top, and the player's whole figure
+        as the page received it (taller than the notebook area for some samples)."""
         self.show()
         self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
-        self.root.screenshot(path=str(SCREENSHOTS / f"{name}_player.png"))
+        (SCREENSHOTS / f"{name}_figure.png").write_bytes(base64.b64decode(src.split(",", 1)[1]))
 
 
 def kernel_idle(page) -> bool:
@@ -217,7 +222,7 @@ def check_player(lab, page) -> None:
     src0 = player.settled_src(None, "player's first figure")
     img0 = decode_img(src0)
     assert_drawn(img0, "before")
-    player.screenshot("02_player_1_before")
+    player.screenshot("02_player_1_before", src0)
 
     # 3. frame slider: the frame changes, the question block (bottom of the figure) does not
     player.press("frame", "ArrowRight", FRAME_STEPS)
@@ -234,7 +239,7 @@ def check_player(lab, page) -> None:
     assert qa_height > 60 and (img0[qa_top:, :, :3] < 128).any(), (
         f"no unchanged question block under the frame: only {qa_height} rows of "
         f"{img0.shape[0]} stay the same when the frame moves")
-    player.screenshot("02_player_2_after_frame")
+    player.screenshot("02_player_2_after_frame", src1)
 
     # 4. sample slider: a new sample resets the frame to 0 and shows another question
     player.press("sample", "ArrowRight")
@@ -251,7 +256,7 @@ def check_player(lab, page) -> None:
     share = (differ & text).sum() / max(1, text.sum())
     assert share > 0.5, (f"the question block did not change after the sample slider moved "
                          f"({share:.0%} of its text rows differ)")
-    player.screenshot("02_player_3_after_sample")
+    player.screenshot("02_player_3_after_sample", src2)
 
     wait_kernel_idle(page, 30, "after the player interactions")
     assert not [e for e in page.console_errors if "widget" in e.lower()], page.console_errors
