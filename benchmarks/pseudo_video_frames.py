@@ -2,15 +2,18 @@
 
 All pipelines decode each scene's JPEG once, stretch it to 384x384 and apply the same per-frame
 mild affine (bilinear, black fill). The naive one does what the paper's loader does, frame by
-frame with PIL (bicubic resize and affine per frame). Ours (``lib.jitter.render_frames``) warps
-all frames of a scene in one batched ``grid_sample``, after one bicubic resize per scene
-(``resample=paper``, the default and the number on the last line) or with the stretch folded
-into the warp (``resample=fused``). Formations follow the paper's R1 config with S=4, F=20
-(S ~ U{2..4}, F_j ~ U{1..20}). Sources are 640x480 JPEGs (COCO's typical size), made by
-upscaling shapes-COCO images, so no download is needed.
+frame with PIL (bicubic resize and affine per frame). Ours is ``lib.jitter.render_frames``:
+the default ``backend=cv2`` (one cubic ``cv2.resize`` per scene, then ``cv2.warpAffine`` per
+frame, as imgaug in the paper's loader; the number on the last line) and the ``torch``
+reference (a PIL bicubic resize per scene, then all its frames in batched ``grid_sample``),
+each with ``resample=paper`` (the default) and ``fused`` (the stretch folded into the warp).
+Formations follow the paper's R1 config with S=4, F=20 (S ~ U{2..4}, F_j ~ U{1..20}). Sources
+are 640x480 JPEGs (COCO's typical size), made by upscaling shapes-COCO images, so no download
+is needed. All pipelines run interleaved per video in one process, so load from other jobs hits
+them alike.
 
-Usage: ``python benchmarks/pseudo_video_frames.py [--videos 24] [--size 384]``.
-Last line: ``speedup Nx, F frames/s``.
+Usage: ``python benchmarks/pseudo_video_frames.py [--videos 24] [--size 384] [--threads 1]``.
+Last line: ``speedup Nx, F frames/s`` (cv2, resample=paper, vs naive).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TQDM_DISABLE", "1")  # asset-building progress bars
+
+import cv2  # noqa: E402  (torch imports tqdm, which reads TQDM_DISABLE then)
+import torch  # noqa: E402
 
 from lib import assets, coco  # noqa: E402
 from lib import jitter, questions  # noqa: E402
@@ -77,17 +83,34 @@ def naive_frames(paths: list[Path], counts: list[int], params: np.ndarray,
     return np.stack(frames)
 
 
+def ours(index: coco.CaptionIndex, sample: questions.Sample, params: np.ndarray, size: int,
+         backend: str, resample: str) -> np.ndarray:
+    """``PseudoVideoSource.frames`` for the image source, with the backend as an argument."""
+    images = [index.load_image(i) for i in sample.image_ids]
+    return jitter.render_frames(images, sample.frame_counts, params, size, resample=resample,
+                                backend=backend)
+
+
+PIPELINES = {  # name: (backend, resample); None: naive
+    "naive per-frame PIL": None,
+    "cv2, resample=paper": ("cv2", "paper"),
+    "cv2, resample=fused": ("cv2", "fused"),
+    "torch, resample=paper": ("torch", "paper"),
+    "torch, resample=fused": ("torch", "fused"),
+}
+NAIVE, DEFAULT = "naive per-frame PIL", "cv2, resample=paper"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--videos", type=int, default=24)
     ap.add_argument("--size", type=int, default=384)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads: 1, as in a DataLoader worker and like "
+    ap.add_argument("--threads", type=int, default=jitter.CV2_THREADS,
+                    help="torch and OpenCV threads: 1, as in a DataLoader worker and like "
                          "single-threaded PIL")
     args = ap.parse_args(argv)
-    import torch
-
     torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         root = coco_like(Path(tmp))
@@ -97,41 +120,44 @@ def main(argv: list[str] | None = None) -> int:
         total = sum(s.num_frames for s in samples)
         params = [jitter.jitter_params(np.random.default_rng([s.seed, 1]), s.num_frames, "mild")
                   for s in samples]
-        src.frames(samples[0], "mild", args.size, "fused")  # warm-up (torch, page cache)
+        # warm-up (torch, OpenCV, page cache); the helper is the library's default path
+        for spec in PIPELINES.values():
+            if spec is not None:
+                ours(index, samples[0], params[0], args.size, *spec)
+        assert np.array_equal(ours(index, samples[0], params[0], args.size, "cv2", "paper"),
+                              src.frames(samples[0], "mild", args.size))
         naive_frames([index.image_path(i) for i in samples[0].image_ids],
                      samples[0].frame_counts, params[0], args.size)
 
-        # Interleaved per video, so that load from other processes hits all three alike.
-        t = {"paper": 0.0, "fused": 0.0, "naive": 0.0}
+        t = dict.fromkeys(PIPELINES, 0.0)
         out: dict[str, list] = {k: [] for k in t}
         for s, p in zip(samples, params):
-            for k in t:
+            for k, spec in PIPELINES.items():
                 t0 = time.perf_counter()
-                if k == "naive":
+                if spec is None:
                     fr = naive_frames([index.image_path(i) for i in s.image_ids], s.frame_counts,
                                       p, args.size)
                 else:
-                    fr = src.frames(s, "mild", args.size, resample=k)
+                    fr = ours(index, s, p, args.size, *spec)
                 t[k] += time.perf_counter() - t0
                 out[k].append(fr)
     fps = {k: total / v for k, v in t.items()}
     need = total / len(samples) / GPU_SECONDS_PER_SAMPLE
-    print(f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__} with "
+    print(f"machine: {os.cpu_count()} CPU cores, OpenCV {cv2.__version__} with "
+          f"{cv2.getNumThreads()} thread(s), torch {torch.__version__} with "
           f"{torch.get_num_threads()} thread(s); PIL single-threaded; load average "
           f"{os.getloadavg()[0]:.1f} at the end")
     print(f"{len(samples)} videos, {total} frames at {args.size}x{args.size} "
           f"(R1, S=4, F=20: mean {total / len(samples):.1f} frames/video)")
-    names = {"naive": "naive per-frame PIL", "paper": "ours, resample=paper",
-             "fused": "ours, resample=fused"}
-    for k in ("naive", "paper", "fused"):
+    for k in PIPELINES:
         diff = np.mean([np.abs(a.astype(int) - b.astype(int)).mean()
-                        for a, b in zip(out[k], out["naive"])])
-        print(f"{names[k]:22s}: {fps[k]:7.1f} frames/s {len(samples) / t[k]:6.2f} videos/s "
-              f"{fps[k] / fps['naive']:5.1f}x  mean |diff to naive| {diff:.2f} grey levels")
+                        for a, b in zip(out[k], out[NAIVE])])
+        print(f"{k:22s}: {fps[k]:7.1f} frames/s {len(samples) / t[k]:6.2f} videos/s "
+              f"{fps[k] / fps[NAIVE]:5.1f}x  mean |diff to naive| {diff:.2f} grey levels")
     print(f"a GPU step consumes ~{need:.0f} frames/s (one {total / len(samples):.0f}-frame sample "
-          f"per {GPU_SECONDS_PER_SAMPLE} s, LongVU-3B on an H100); resample=paper covers "
-          f"{fps['paper'] / need:.1f}x that per process, fused {fps['fused'] / need:.1f}x")
-    print(f"speedup {fps['paper'] / fps['naive']:.1f}x, {fps['paper']:.0f} frames/s")
+          f"per {GPU_SECONDS_PER_SAMPLE} s, LongVU-3B on an H100); {DEFAULT} covers "
+          f"{fps[DEFAULT] / need:.1f}x that per process")
+    print(f"speedup {fps[DEFAULT] / fps[NAIVE]:.1f}x, {fps[DEFAULT]:.0f} frames/s")
     return 0
 
 

@@ -29,7 +29,8 @@ from lib.metrics import SCORINGS
 from lib.tables import paper_frame, task_columns, write_table
 
 TABLES = ("tvbench", "finetune", "sweeps", "tvbench_effects")
-AXES = {"paper-table6": "F", "paper-table7": "S", "paper-table8": "N", "demo-seeds": "SEED"}
+AXES = {"paper-table6": "F", "paper-table7": "S", "paper-table8": "N", "demo-seeds": "SEED",
+        "source-compare": "SOURCE"}
 META_KEYS = ("paper_row", "series")
 
 
@@ -284,7 +285,9 @@ def series_label(r: pd.Series, axis: str, columns: Sequence[str]) -> str:
 
 
 def ablation_frame(res: pd.DataFrame, sweep: str, profile: str) -> tuple[pd.DataFrame, str | None]:
-    """The tuned-model rows of one sweep/profile with ``x`` (axis value) and ``series``."""
+    """The tuned-model rows of one sweep/profile with ``x`` (axis value) and ``series``; a
+    categorical axis (SOURCE: coco | t2vid) gets positions in sorted order as ``x`` and its
+    values as ``x_label``."""
     sel = res[(res["sweep"] == sweep) & (res["profile"] == profile) & ~res["is_base"]].copy()
     param_cols = [c for c in param_columns(sel) if sel[c].notna().any()]
     axis = ablation_axis(sweep, sel[param_cols]) if len(sel) else None
@@ -292,6 +295,10 @@ def ablation_frame(res: pd.DataFrame, sweep: str, profile: str) -> tuple[pd.Data
         return sel.iloc[0:0], None
     sel = sel[sel[axis].notna()]
     sel["x"] = pd.to_numeric(sel[axis], errors="coerce")
+    if sel["x"].isna().any():
+        levels = sorted(sel[axis].astype(str).unique())
+        sel["x_label"] = sel[axis].astype(str)
+        sel["x"] = sel["x_label"].map({v: float(i) for i, v in enumerate(levels)})
     sel["series"] = [series_label(r, axis, param_cols) for _, r in sel.iterrows()]
     return sel.sort_values(["series", "x"]).reset_index(drop=True), axis
 

@@ -44,8 +44,13 @@ def probe_4bit(device: torch.device) -> tuple[bool, str]:
         return False, f"{type(e).__name__}: {e}"
 
 
-def build_model(cfg: TrainConfig, device: torch.device) -> tuple[LongVU, str]:
-    """Load the start checkpoint for `cfg.mode`, freeze, attach adapters. -> (model, quant str)."""
+def build_model(cfg: TrainConfig, device: torch.device, token_layout: str | None = None
+                ) -> tuple[LongVU, str]:
+    """Load the start checkpoint for `cfg.mode`, freeze, attach adapters. -> (model, quant str).
+
+    token_layout (else `cfg.token_layout` if TrainConfig has it): see `lib.longvu.load`;
+    "video" starts from an image-stage checkpoint in the paper's video layout, the absent
+    `pos_embed_*` drawn from `cfg.seed`."""
     if cfg.mode not in TRAIN_MODES:
         raise ValueError(f"mode must be one of {TRAIN_MODES}, got {cfg.mode!r}")
     flags = Flags(legacy_placeholder_tokens=cfg.legacy_placeholder_tokens)
@@ -63,8 +68,9 @@ def build_model(cfg: TrainConfig, device: torch.device) -> tuple[LongVU, str]:
             quant = f"none (fallback: {reason})"
             log.warning("!!! QLoRA fell back to 16-bit LoRA: %s", reason)
     dtype = torch.bfloat16 if (cuda or quant == "nf4") else torch.float32
+    layout = token_layout if token_layout is not None else getattr(cfg, "token_layout", None)
     model = load(cfg.model, quantization="nf4" if quant == "nf4" else "none", dtype=dtype,
-                 device=device, flags=flags)
+                 device=device, flags=flags, token_layout=layout, layout_seed=cfg.seed)
     return prepare_for_training(model, cfg, quant), quant
 
 

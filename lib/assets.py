@@ -132,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--force", action="store_true", help="rebuild even if the manifest matches")
     args = ap.parse_args(argv)
     out = args.out or paths.demo_assets_dir(args.profile)
+    try:
+        paths.writable_dir(out, "--out")
+    except paths.OutputPathError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     m = build(args.profile, out, args.seed, args.force)
     print(f"wrote {out}")
     for split, c in m["coco"].items():

@@ -2,14 +2,15 @@
 
 Used by notebook 00 (checks real COCO train2017 and the generated shapes-COCO with the same code)
 and by ``lib.pseudo_video`` (notebook 02, 03), which draws scenes and captions from the index and
-loads images through ``CaptionIndex.load_image`` (errors name the image id and file).
+loads images through ``CaptionIndex.load_image`` (errors name the image id and file). Every
+``file_name`` must stay inside the split's image folder (no absolute paths, no ``..``).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -42,7 +43,8 @@ def download_hint(root: Path | str) -> str:
 
 
 def captions_path(root: Path | str, split: str = "train") -> Path:
-    """``<root>/annotations/captions_<split>2017.json`` (COCO's layout) or ``<root>/captions_...``."""
+    """``<root>/annotations/captions_<split>2017.json`` (COCO's layout) or
+    ``<root>/captions_...``."""
     root = Path(root)
     name = f"captions_{split}2017.json"
     for p in (root / "annotations" / name, root / name):
@@ -54,6 +56,19 @@ def captions_path(root: Path | str, split: str = "train") -> Path:
 
 def images_dir(root: Path | str, split: str = "train") -> Path:
     return Path(root) / f"{split}2017"
+
+
+def image_file(image_dir: Path | str, file_name: object, image_id: object = None) -> Path:
+    """``image_dir / file_name``; ``CocoError`` (naming the image id and the fix) when the name
+    would leave the folder: absolute, ``..``, empty or not a string."""
+    parts = PurePosixPath(file_name).parts if isinstance(file_name, str) else ()
+    if (not isinstance(file_name, str) or "\x00" in file_name
+            or file_name.startswith(("/", "\\")) or not parts or ".." in parts
+            or parts == (".",)):
+        raise CocoError(f"image id {image_id}: file_name {file_name!r} points outside "
+                        f"{image_dir}/; it must be a file name inside the image folder (fix the "
+                        "captions file)")
+    return Path(image_dir) / file_name
 
 
 def clean_caption(text: str) -> str:
@@ -86,10 +101,12 @@ class CocoReport:
 
 def validate_captions(captions_file: Path | str, image_dir: Path | str | None = None,
                       check_images: str = "exists", raise_on_error: bool = True) -> CocoReport:
-    """Check a COCO captions file (and optionally its images) the same way for real and generated data.
+    """Check a COCO captions file (and optionally its images) the same way for real and
+    generated data.
 
     ``check_images``: "none", "exists" (every file_name is present) or "decode" (also opens each
-    JPEG with PIL). When the file name is an official release, the image/caption counts must match.
+    JPEG with PIL). When the file name is an official release, the image/caption counts must
+    match. A ``file_name`` that leaves the image folder is always a problem.
     """
     path = Path(captions_file)
     report = CocoReport(captions_file=path)
@@ -105,6 +122,7 @@ def validate_captions(captions_file: Path | str, image_dir: Path | str | None = 
                             "'images' and 'annotations').")
     p = report.problems
     images = {}
+    outside: set = set()  # image ids whose file_name leaves the image folder
     for i, img in enumerate(data["images"]):
         missing = [k for k in ("id", "file_name", "height", "width") if k not in img]
         if missing:
@@ -113,6 +131,11 @@ def validate_captions(captions_file: Path | str, image_dir: Path | str | None = 
         if img["id"] in images:
             p.append(f"{path}: images[{i}] repeats image id {img['id']}")
         images[img["id"]] = img
+        try:
+            image_file(image_dir or "<images>", img["file_name"], img["id"])
+        except CocoError as e:
+            p.append(f"{path}: images[{i}]: {e}")
+            outside.add(img["id"])
     n_caps: dict[int, int] = {}
     ann_ids = set()
     for i, ann in enumerate(data["annotations"]):
@@ -140,8 +163,8 @@ def validate_captions(captions_file: Path | str, image_dir: Path | str | None = 
         # The embedded shapes-COCO reuses the official file names but says so in its info block.
         generated = str(data.get("info", {}).get("description", "")).startswith("shapes-COCO")
         if got != want and not generated:
-            p.append(f"{path}: {got[0]} images / {got[1]} captions, but the official release has "
-                     f"{want[0]} / {want[1]}; the download is incomplete or modified.")
+            p.append(f"{path}: {got[0]} images / {got[1]} captions, but the official release "
+                     f"has {want[0]} / {want[1]}; the download is incomplete or modified.")
     if image_dir is not None and check_images != "none":
         image_dir = Path(image_dir)
         if not image_dir.is_dir():
@@ -150,7 +173,9 @@ def validate_captions(captions_file: Path | str, image_dir: Path | str | None = 
         else:
             missing_files = []
             for img in images.values():
-                f = image_dir / img["file_name"]
+                if img["id"] in outside:
+                    continue
+                f = image_file(image_dir, img["file_name"], img["id"])
                 if not f.exists():
                     missing_files.append(img["file_name"])
                 elif check_images == "decode":
@@ -194,9 +219,11 @@ class CaptionIndex:
         for ann in self.coco.dataset["annotations"]:
             order.setdefault(ann["image_id"], None)
         self.image_ids: list[int] = list(order)
+        for i, img in self.coco.imgs.items():  # names only: no file is touched here
+            image_file(self.image_dir or ".", img.get("file_name"), i)
         self.captions: dict[int, list[str]] = {
-            i: [clean_caption(a["caption"]) for a in self.coco.imgToAnns[i]] for i in self.image_ids
-        }
+            i: [clean_caption(a["caption"]) for a in self.coco.imgToAnns[i]]
+            for i in self.image_ids}
         missing = [i for i in self.coco.getImgIds() if i not in self.captions]
         self.images_without_captions = missing
         seen: dict[tuple[str, ...], int] = {}
@@ -215,7 +242,7 @@ class CaptionIndex:
             raise CocoError(f"{self.captions_file}: unknown image id {image_id}")
         if self.image_dir is None:
             raise CocoError("CaptionIndex was built without image_dir; pass the split's folder")
-        return self.image_dir / self.coco.imgs[image_id]["file_name"]
+        return image_file(self.image_dir, self.coco.imgs[image_id]["file_name"], image_id)
 
     def captions_for(self, image_id: int) -> list[str]:
         """The cleaned captions of an image; an error naming the id if it has none."""
@@ -238,7 +265,8 @@ class CaptionIndex:
 
 
 def load_rgb(path: Path | str, image_id: int | None = None) -> np.ndarray:
-    """Decode an image file to uint8 RGB (H, W, 3) as the paper's loader does (PIL, convert RGB)."""
+    """Decode an image file to uint8 RGB (H, W, 3) as the paper's loader does (PIL, convert
+    RGB)."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)

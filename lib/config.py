@@ -1,8 +1,9 @@
 """Run configurations: one frozen dataclass per kind of run, built from a notebook's parameters
 or a CLI's flags.
 
-``EvalSpec`` says what an evaluation run computes (conditions, seeds, scorers, sampler, limits);
-``lib.evaluate`` runs it. Used by notebooks 01 and 04 and the ``lib.tvbench eval`` CLI.
+``EvalSpec`` says what an evaluation run computes (conditions, seeds, scorers, sampler, limits)
+and what it does with short video frames; ``lib.evaluate`` runs it. Used by notebooks 01 and
+04 and the ``lib.tvbench eval`` CLI.
 
 ``TrainConfig`` is every knob of a fine-tuning run; ``lib.train`` runs it. Used by notebook 03
 (``TrainConfig.from_params``), the ``python -m lib.train`` CLI (``add_train_arguments`` and
@@ -18,8 +19,14 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from lib import questions, tvbench
+from lib import conditions, questions
+from lib.t2vid import SOURCES
 from lib.video import Sampler
+
+
+# What an evaluation does with questions whose frames fall short of their window or header
+# (lib.video.SHORT_NOTES): stop before writing results, or count them in every result.
+ON_SHORT_VIDEO = ("fail", "report")
 
 
 @dataclass
@@ -34,23 +41,31 @@ class EvalSpec:
     frame_cache: str | None = None
     backend: str = "pyav"
     threads: int | None = None  # torch intra-op threads while running (1 suits tiny CPU models)
+    on_short_video: str = "fail"  # ON_SHORT_VIDEO; not in a run's fingerprint (a rerun resumes)
+
+    def __post_init__(self):
+        if self.on_short_video not in ON_SHORT_VIDEO:
+            raise ValueError(f"on_short_video must be one of {ON_SHORT_VIDEO}, got "
+                             f"{self.on_short_video!r}")
 
     def units(self) -> list[tuple[str, int | None]]:
-        return tvbench.condition_units(self.conditions, self.seeds)
+        return conditions.condition_units(self.conditions, self.seeds)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> EvalSpec:
-        """From ``python -m lib.tvbench eval`` flags (``lib.evaluate.add_eval_args``)."""
+        """From ``python -m lib.tvbench eval`` flags (``lib.eval_cli.add_eval_args``)."""
         return cls(tuple(args.conditions), tuple(args.seeds), tuple(args.scorings),
                    Sampler(args.sampler, args.num_frames), args.max_new_tokens, args.limit,
-                   args.workers, args.frame_cache, args.backend, args.threads)
+                   args.workers, args.frame_cache, args.backend, args.threads,
+                   getattr(args, "on_short_video", "fail"))
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], frame_cache_dir: Path | str | None = None,
                     conditions: Sequence[str] | None = None) -> EvalSpec:
         """From notebook 01/04 parameters: CONDITIONS (or ``conditions``), SHUFFLE_SEEDS,
         SCORINGS (or one SCORING), LIMIT, WORKERS (None: ``default_workers``), TORCH_THREADS,
-        and FRAME_CACHE (True: cache decoded clips in ``frame_cache_dir``)."""
+        FRAME_CACHE (True: cache decoded clips in ``frame_cache_dir``) and ON_SHORT_VIDEO
+        (default "fail")."""
         p = params
         workers = {} if p["WORKERS"] is None else {"num_workers": p["WORKERS"]}
         return cls(conditions=tuple(conditions or p["CONDITIONS"]),
@@ -58,7 +73,7 @@ class EvalSpec:
                    scorings=tuple(p["SCORINGS"]) if "SCORINGS" in p else (p["SCORING"],),
                    limit=p["LIMIT"], threads=p["TORCH_THREADS"],
                    frame_cache=str(frame_cache_dir) if p["FRAME_CACHE"] and frame_cache_dir
-                   else None, **workers)
+                   else None, on_short_video=p.get("ON_SHORT_VIDEO", "fail"), **workers)
 
 
 def default_workers() -> int:
@@ -83,6 +98,7 @@ class TrainConfig:
     out: str  # run dir
     coco: str | None = None  # COCO-layout root for lib.pseudo_video
     split: str = "train"
+    source: str = "coco"  # scenes show their image (coco) or a caption as text (t2vid)
     questions: str = "R1"  # lib.questions mix string, e.g. "R1:S=4:F=20,R3:S=6:F=5"
     S: int = 4
     F: int = 5
@@ -104,6 +120,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     train_connector: bool = True
     init_adapter: str | None = None  # start from a saved adapter dir (e.g. a previous run)
+    token_layout: str | None = None  # "video": an _img start in the paper's video layout
     supervise_prompt_tokens: bool = False  # the paper code's labels (prompt role tokens too)
     legacy_placeholder_tokens: bool = False  # the paper collator's token-id-0 leak
     on_bad_sample: str = "raise"  # raise | substitute (serve the next sample, counted and logged)
@@ -145,6 +162,9 @@ class TrainConfig:
 TRAIN_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "model": ("--model", {"required": True, "help": "LongVU checkpoint dir or cached hub id"}),
     "coco": ("--coco", {"required": True, "help": "COCO-layout dir (images + captions)"}),
+    "source": ("--source", {"choices": SOURCES,
+                            "help": "scenes show their image (coco) or one of its captions "
+                                    "rendered as text (t2vid, lib.t2vid)"}),
     "questions": ("--questions", {"help": "question mix, e.g. R1 or R1:S=4:F=20"}),
     "S": ("--S", {}),
     "F": ("--F", {}),
@@ -168,6 +188,10 @@ TRAIN_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "seed": ("--seed", {}),
     "log_every": ("--log-every", {}),
     "init_adapter": ("--init-adapter", {}),
+    "token_layout": ("--token-layout", {
+        "choices": ("image", "video"),
+        "help": "load --model in this token layout; video = the paper's start from an _img "
+                "checkpoint (new pos_embed_* drawn from --seed)"}),
     "supervise_prompt_tokens": ("--supervise-prompt-tokens", {
         "help": "the paper code's labels (prompt role tokens supervised too)"}),
     "legacy_placeholder_tokens": ("--legacy-placeholder-tokens", {

@@ -1,7 +1,7 @@
-"""Run a video LLM on a TVBench-layout benchmark: parsers, scorers, the resumable runner, the CLI.
+"""Run a video LLM on a TVBench-layout benchmark: parsers, scorers, the resumable runner, finalize.
 
 Used by notebooks 01 (image- vs video-trained checkpoints) and 04 (base vs fine-tuned adapters),
-by ``python -m lib.tvbench eval|score|compare`` (``main`` here is that CLI's body) and by
+by ``python -m lib.tvbench eval|score|compare`` (its body is ``lib.eval_cli``) and by
 benchmarks/tvbench_throughput.py. Metrics live in ``lib.metrics`` and work from the predictions
 file alone; tables and report.md text in ``lib.tables``; models in ``lib.models``.
 
@@ -18,21 +18,25 @@ restricted to the valid letters) and ``option``
 The runner decodes each question's frames once in DataLoader workers, applies every condition
 there, preprocesses on the CPU, and appends one line per (question, condition, scoring) to
 ``predictions.jsonl`` (flushed per question, fsynced every 2 s). A rerun skips finished keys,
-so a killed run resumes to exactly the same metrics. The scorers of one question share one
-visual encoding. Under torchrun/accelerate (``WORLD_SIZE`` > 1)
-rank r takes questions r, r+W, ...; rank 0 merges the shard files and scores. The ``eval``
-command records each group as a row of ``outputs/results/tvbench.csv`` (``lib.results``).
+so a killed run resumes to exactly the same metrics; one process at a time holds a run folder,
+and a folder made with another model, data or sampler is refused (``lib.run_folder``). A
+rerun with a smaller LIMIT (or fewer tasks) scores its own questions and counts the others
+(``outside_selection``). The scorers of one question share one visual encoding. Under
+torchrun/accelerate (``WORLD_SIZE`` > 1) rank r takes questions r, r+W, ...; rank 0 merges the
+shard files and scores. Questions evaluated on short video frames (``lib.video.SHORT_NOTES``)
+are counted in metrics.json, report.md and stdout, and stop ``finalize`` unless
+``on_short_video="report"`` (``--on-short-video``). The ``eval`` command records each group as a
+row of ``outputs/results/tvbench.csv`` (``lib.results``).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import re
-import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -41,11 +45,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from lib import metrics, results, runs, tables, tvbench, video
-from lib.config import EvalSpec, default_workers
+from lib import conditions, metrics, predictions, run_folder, tables, tvbench, video
+from lib.config import ON_SHORT_VIDEO, EvalSpec
 from lib.metrics import SCORINGS
-from lib.tvbench import LETTERS, Benchmark, BenchmarkError, Question
-from lib.video import Sampler
+from lib.predictions import PredictionSet, group_of
+from lib.run_folder import merge, predictions_path
+from lib.tvbench import LETTERS, Benchmark, Question
+from lib.video import Sampler, VideoError, is_short
 
 if TYPE_CHECKING:  # type hints only: lib.models imports torch (see cli_eval)
     from lib.models import ModelSpec, VideoQAModel
@@ -144,14 +150,17 @@ class _ClipDataset:
     def __getitem__(self, i: int) -> dict:
         q = self.questions[i]
         t0 = time.perf_counter()
-        if self.frame_cache:
-            clip = video.FrameCache(self.frame_cache).get(q, self.sampler, self.backend)
-        else:
-            clip = video.read_clip(q, self.sampler, self.backend)
+        try:
+            if self.frame_cache:
+                clip = video.FrameCache(self.frame_cache).get(q, self.sampler, self.backend)
+            else:
+                clip = video.read_clip(q, self.sampler, self.backend)
+        except VideoError as e:  # raised in the main process, without a worker's traceback
+            return {"i": i, "error": f"{tvbench.sample_id(q)}: {e}"}
         t1 = time.perf_counter()
         prepared = {}
         for c, s in self.units:
-            frames, _ = tvbench.apply_condition(clip.frames, c, s, tvbench.sample_id(q))
+            frames, _ = conditions.apply_condition(clip.frames, c, s, tvbench.sample_id(q))
             prepared[(c, s)] = self.preprocess(frames)
         return {"i": i, "prepared": prepared, "n_frames": len(clip.indices),
                 "video_frames": clip.n_frames, "fps": clip.fps, "note": clip.note,
@@ -188,23 +197,6 @@ def _fingerprint(model: VideoQAModel, bench: Benchmark, spec: EvalSpec) -> dict:
             "max_new_tokens": spec.max_new_tokens, "backend": spec.backend}
 
 
-def _done_keys(out_dir: Path) -> set:
-    files = sorted(out_dir.glob("predictions*.jsonl"))
-    if not files:
-        return set()
-    return {metrics.prediction_key(r) for r in metrics.read_predictions(out_dir)}
-
-
-def _open_append(path: Path):
-    """Append handle; a torn last line from a killed run is cut off first."""
-    if path.exists() and path.stat().st_size:
-        data = path.read_bytes()
-        if not data.endswith(b"\n"):
-            with open(path, "r+b") as f:
-                f.truncate(data.rfind(b"\n") + 1)
-    return open(path, "a", encoding="utf-8")
-
-
 @contextlib.contextmanager
 def _torch_threads(n: int | None):
     """Temporarily set torch's intra-op threads (None: leave as is). Tiny models on a busy CPU
@@ -227,41 +219,35 @@ def dist_info() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def predictions_path(out_dir: Path | str, rank: int = 0, world_size: int = 1) -> Path:
-    name = "predictions.jsonl" if world_size == 1 else f"predictions.rank{rank}.jsonl"
-    return Path(out_dir) / name
-
-
 def run(model: VideoQAModel, bench: Benchmark, out_dir: Path | str, spec: EvalSpec,
         rank: int = 0, world_size: int = 1, progress: bool = True) -> dict:
     """Evaluate this rank's share, appending to its predictions file; returns run stats.
 
     Safe to call again on the same ``out_dir``: finished (question, condition, scoring) keys
-    are skipped. Refuses an ``out_dir`` whose predictions came from another model, data or
-    sampler.
+    are skipped. Refuses, before writing anything, an ``out_dir`` whose predictions came from
+    another model, data or sampler, and one that another process is evaluating into.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_short_windows(bench, spec)
+    fp = _fingerprint(model, bench, spec)
+    run_folder.check_config(out, fp)
+    with run_folder.locked(out, rank):
+        run_folder.check_config(out, fp)  # again: another run may have started meanwhile
+        return _run_locked(model, bench, out, spec, fp, rank, world_size, progress)
+
+
+def _run_locked(model: VideoQAModel, bench: Benchmark, out: Path, spec: EvalSpec, fp: dict,
+                rank: int, world_size: int, progress: bool) -> dict:
     scorings = expand_scorings(spec.scorings)
     units = spec.units()
-    fp = _fingerprint(model, bench, spec)
-    cfg_file = out / "config.json"
-    if cfg_file.exists():
-        old = json.loads(cfg_file.read_text()).get("fingerprint")
-        if old is not None and old != fp:
-            diff = sorted(k for k in fp if old.get(k) != fp[k])
-            raise BenchmarkError(
-                f"{out}: holds predictions made with a different {diff}; use another --out "
-                "or delete the folder.")
     if rank == 0:
-        cfg = {"fingerprint": fp, "spec": {**asdict(spec), "sampler": spec.sampler.spec,
-                                           "scorings": scorings},
-               "skipped_missing_video": len(bench.skipped), "skipped_videos": bench.skipped_videos,
-               "release": bench.release, "world_size": world_size}
-        runs.write_json(cfg_file, {**cfg, "env": runs.env_report()})
+        run_folder.write_config(out, fp, {
+            "spec": {**asdict(spec), "sampler": spec.sampler.spec, "scorings": scorings},
+            "skipped_missing_video": len(bench.skipped), "skipped_videos": bench.skipped_videos,
+            "release": bench.release, "world_size": world_size})
     questions = tvbench.select(bench.questions, spec.limit)
     mine = questions[rank::world_size]
-    done = _done_keys(out)
+    done = run_folder.done_keys(out)
 
     def keys(q: Question) -> list[tuple]:
         return [(tvbench.sample_id(q), c, s, m) for c, s in units for m in scorings]
@@ -274,10 +260,12 @@ def run(model: VideoQAModel, bench: Benchmark, out_dir: Path | str, spec: EvalSp
     t_start = time.perf_counter()
     path = predictions_path(out, rank, world_size)
     last_sync = time.perf_counter()
-    with _open_append(path) as f, _torch_threads(spec.threads):
+    with run_folder.open_append(path) as f, _torch_threads(spec.threads):
         bar = tqdm(_loader(ds, spec.num_workers), total=len(todo), disable=not progress,
                    desc=f"TVBench {model.name}" + (f" rank {rank}" if world_size > 1 else ""))
         for item in bar:
+            if "error" in item:
+                raise VideoError(item["error"])
             q = todo[item["i"]]
             sid = tvbench.sample_id(q)
             lines = []
@@ -305,44 +293,120 @@ def run(model: VideoQAModel, bench: Benchmark, out_dir: Path | str, spec: EvalSp
     return stats
 
 
-def merge(out_dir: Path | str, bench: Benchmark | None = None) -> Path:
-    """Fold per-rank shard files into predictions.jsonl (de-duplicated, in question order)."""
-    out = Path(out_dir)
-    recs = metrics.read_predictions(out)
-    order = {tvbench.sample_id(q): i for i, q in enumerate(bench.questions)} if bench else {}
-    urank = {c: i for i, c in enumerate(tvbench.CONDITIONS)}
-    srank = {s: i for i, s in enumerate(SCORINGS)}
-    recs.sort(key=lambda r: (order.get(r.get("sample_id"), 1 << 30), r.get("sample_id", ""),
-                             urank.get(r.get("condition"), 99), r.get("seed") or 0,
-                             srank.get(r.get("scoring"), 99)))
-    final = out / "predictions.jsonl"
-    tmp = out / "predictions.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    os.replace(tmp, final)
-    for shard in out.glob("predictions.rank*.jsonl"):
-        shard.unlink()
-    return final
-
-
 def finalize(out_dir: Path | str, bench: Benchmark, n_boot: int = 2000, seed: int = 0,
-             limit: int | None = None) -> dict[str, dict]:
-    """Merge shards, score every group, write metrics.json and report.md."""
+             limit: int | None = None, on_short_video: str = "fail") -> dict[str, dict]:
+    """Merge shards, score every group on the asked questions (the first ``limit`` of each
+    task), write metrics.json and report.md. With ``on_short_video="fail"`` a question
+    evaluated on short video frames stops it first (``VideoError`` listing them all)."""
+    if on_short_video not in ON_SHORT_VIDEO:
+        raise ValueError(f"on_short_video must be one of {ON_SHORT_VIDEO}, got "
+                         f"{on_short_video!r}")
     out = Path(out_dir)
-    merge(out, bench)
-    scored = Benchmark(bench.root, bench.tasks, tvbench.select(bench.questions, limit),
-                       bench.skipped, bench.release, bench.json_sha256)
-    res = metrics.score(out / "predictions.jsonl", scored, n_boot=n_boot, seed=seed)
-    (out / "metrics.json").write_text(json.dumps(res, indent=1) + "\n")
-    (out / "report.md").write_text(tables.run_report(res, bench.root))
+    with run_folder.locked(out):
+        merge(out, bench)
+        asked = tvbench.select(bench.questions, limit)
+        scored = Benchmark(bench.root, bench.tasks, asked, bench.skipped, bench.release,
+                           bench.json_sha256)
+        pset = predictions.read_prediction_set(out)
+        keep = {tvbench.sample_id(q) for q in asked + bench.skipped}
+        mine = [i for i, r in enumerate(pset.records)
+                if not r.get("sample_id") or r["sample_id"] in keep]
+        outside = Counter(group_of(pset.records[i])
+                          for i in sorted(set(range(len(pset.records))) - set(mine)))
+        res = metrics.score(PredictionSet([pset.records[i] for i in mine],
+                                          [pset.where[i] for i in mine], pset.duplicates),
+                            scored, n_boot=n_boot, seed=seed)
+        for label, m in res.items():
+            m["outside_selection"] = outside.get(label, 0)
+        if on_short_video == "fail":
+            _refuse_short(out, [pset.records[i] for i in mine])
+        (out / "metrics.json").write_text(json.dumps(res, indent=1) + "\n")
+        report = tables.run_report(res, bench.root)
+        notes = summary_lines(res)
+        if notes:
+            head = f"data: {bench.root}\n"
+            report = report.replace(head, head + "\n" + "".join(f"- {x}\n" for x in notes), 1)
+        (out / "report.md").write_text(report)
     return res
+
+
+SHORT_FIX = ("Their frames are not what the question promises: a [start, end] window past the "
+             "video's end (the window is clipped), no frame inside the window (its first frame "
+             "is used), a 1-frame video, or a stream that stops early (its last frame is "
+             "repeated). Fix those videos or windows, or evaluate them and count them in every "
+             "result with --on-short-video report (ON_SHORT_VIDEO = \"report\" in notebooks 01 "
+             "and 04).")
+
+
+def _listing(lines: Sequence[str]) -> str:
+    return "\n  " + "\n  ".join(lines[:20]) + (
+        f"\n  ... and {len(lines) - 20} more" if len(lines) > 20 else "") + "\n"
+
+
+def check_short_windows(bench: Benchmark, spec: EvalSpec) -> None:
+    """With ``on_short_video="fail"``, stop before evaluating when an asked question's window
+    ends after its video or its video has 1 frame (``Benchmark.short_windows``, found when the
+    benchmark was opened); a stream that stops early is only found by decoding (``finalize``)."""
+    if spec.on_short_video != "fail":
+        return
+    asked = {tvbench.sample_id(q) for q in tvbench.select(bench.questions, spec.limit)}
+    lines = [f"{sid} {why}" for sid, why in bench.short_windows.items() if sid in asked]
+    if lines:
+        raise VideoError(f"{bench.root}: {len(lines)} question(s) would be evaluated on short "
+                         "video frames, so nothing is evaluated:" + _listing(lines) + SHORT_FIX)
+
+
+def _refuse_short(out: Path, records: Sequence[dict]) -> None:
+    short: dict[str, str] = {}
+    for r in records:
+        if is_short(r.get("frame_note") or ""):
+            short.setdefault(r["sample_id"], f"{r['sample_id']} video/{r['task']}/{r['video']}: "
+                                             f"{r['frame_note']}")
+    if short:
+        raise VideoError(f"{out}: {len(short)} question(s) were evaluated on short video "
+                         "frames, so no result is written:" + _listing(list(short.values()))
+                         + SHORT_FIX + " The predictions are kept: that rerun computes nothing "
+                         "again.")
+
+
+def summary_lines(res: Mapping[str, dict]) -> list[str]:
+    """What the CLI prints above the tables and report.md lists under the data line: how
+    foreign records were matched, repeats, short video frames, predictions not scored."""
+    groups = list(res.values())
+    out = []
+    how: Counter = Counter()
+    for m in groups:
+        how.update(m.get("matched_by") or {})
+    if set(how) - {"sample_id"}:
+        out.append(f"matched {sum(how.values())} prediction(s) to questions: "
+                   + ", ".join(f"{v} by {k}" for k, v in how.items()))
+    dups = sum(m.get("duplicate_records", 0) for m in groups)
+    if dups:
+        out.append(f"duplicate records (identical, counted once): {dups}")
+    short = sorted({s for m in groups for s in m.get("short_video_questions", [])})
+    if short:
+        kinds: Counter = Counter()
+        for m in groups:
+            kinds |= Counter({k: v for k, v in m.get("frame_notes", {}).items()
+                              if k in video.SHORT_NOTES})
+        out.append(f"short video frames: {len(short)} question(s) ("
+                   + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) + "): "
+                   + ", ".join(short[:10]) + (" ..." if len(short) > 10 else ""))
+    outside = sum(m.get("outside_selection", 0) for m in groups)
+    if outside:
+        out.append(f"{outside} prediction(s) of questions outside this run's selection "
+                   "(--limit/--tasks) are kept in the folder, not scored here")
+    return out
 
 
 def evaluate(model: VideoQAModel, bench: Benchmark, out_dir: Path | str, spec: EvalSpec,
              n_boot: int = 2000, progress: bool = True) -> dict[str, dict]:
     """Single-process convenience for notebooks: run (resumably) then finalize; returns the
     groups of ``spec`` only (a shared folder may also hold other conditions or scorers)."""
-    run(model, bench, out_dir, spec, progress=progress)
-    res = finalize(out_dir, bench, n_boot=n_boot, limit=spec.limit)
+    with run_folder.locked(out_dir):
+        run(model, bench, out_dir, spec, progress=progress)
+        res = finalize(out_dir, bench, n_boot=n_boot, limit=spec.limit,
+                       on_short_video=spec.on_short_video)
     wanted = {metrics.group_label(c, s, sc) for c, s in spec.units()
               for sc in expand_scorings(spec.scorings)}
     return {k: v for k, v in res.items() if k in wanted}
@@ -360,132 +424,3 @@ def evaluate_models(models: Sequence[ModelSpec], run_dirs: Mapping[str, Path | s
                                  progress=progress)
         del model  # free it before the next one loads
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI: python -m lib.tvbench eval|score|compare
-
-
-def add_eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="LongVU dir or hub id, or fake:hash")
-    p.add_argument("--adapter", default=None, help="PEFT adapter dir for the decoder")
-    p.add_argument("--data", required=True, help="TVBench-layout folder")
-    p.add_argument("--out", required=True, help="run dir (resumed if it exists)")
-    p.add_argument("--condition", "--conditions", dest="conditions", nargs="+",
-                   default=["normal"], choices=tvbench.CONDITIONS)
-    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="shuffle seeds")
-    p.add_argument("--scoring", "--scorings", dest="scorings", nargs="+", default=["paper"],
-                   choices=SCORINGS + ("likelihood",))
-    p.add_argument("--sampler", choices=["paper", "uniform"], default="paper")
-    p.add_argument("--num-frames", type=int, default=16, help="uniform sampler only")
-    p.add_argument("--limit", type=int, default=None, help="first N questions of each task")
-    p.add_argument("--tasks", nargs="+", default=None)
-    p.add_argument("--on-missing", choices=tvbench.ON_MISSING, default="error")
-    p.add_argument("--release", default="auto", help="auto | none | tvbench-2525")
-    p.add_argument("--workers", type=int, default=default_workers(),
-                   help="DataLoader decode workers (default: cores - 1, at most 4)")
-    p.add_argument("--frame-cache", default=None, help="dir for decoded clips (reused)")
-    p.add_argument("--backend", choices=["pyav", "decord"], default="pyav")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16")
-    p.add_argument("--quantization", choices=["none", "nf4"], default="none")
-    p.add_argument("--max-new-tokens", type=int, default=5)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads while scoring (1 is fastest for tiny models)")
-    p.add_argument("--n-boot", type=int, default=2000)
-    p.add_argument("--label", default=None, help="row label in outputs/results/tvbench.csv")
-    p.add_argument("--no-record", action="store_true", help="do not append to tvbench.csv")
-    p.add_argument("--quiet", action="store_true")
-
-
-def cli_eval(args) -> int:
-    rank, world = dist_info()
-    group = None
-    if world > 1 and os.environ.get("MASTER_ADDR"):
-        import datetime
-
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("gloo", timeout=datetime.timedelta(hours=8))
-        group = dist
-    release = None if args.release == "none" else args.release
-    bench = tvbench.open_benchmark(args.data, args.tasks, args.on_missing, release)
-    # Imported here so that `score` and `compare` never load torch and transformers.
-    from lib.models import load_model
-
-    model = load_model(args.model, args.adapter, args.device, args.quantization, args.dtype)
-    spec = EvalSpec.from_args(args)
-    stats = run(model, bench, args.out, spec, rank, world, progress=not args.quiet)
-    if world > 1 and group is None:
-        print(f"rank {rank} done ({stats['records']} records); with no process group (no "
-              "MASTER_ADDR) nothing is merged: score the run dir once every rank has finished, "
-              f"`python -m lib.tvbench score --data {args.data} --predictions {args.out}`")
-        return 0
-    if group is not None:
-        group.barrier()
-    if rank != 0:
-        group.destroy_process_group()
-        return 0
-    res = finalize(args.out, bench, n_boot=args.n_boot, limit=args.limit)
-    if group is not None:
-        group.destroy_process_group()
-    print(tables.format_groups(res))
-    if not args.no_record:
-        results.record(res, args.label or Path(args.out).name, args.out, model.name, args.data)
-    return 0
-
-
-def _cmd_score(args) -> int:
-    res = metrics.score(args.predictions, args.data, n_boot=args.n_boot, seed=args.seed)
-    if args.group:
-        if args.group not in res:
-            print(f"no group {args.group!r}; have {list(res)}", file=sys.stderr)
-            return 2
-        res = {args.group: res[args.group]}
-    print(tables.format_groups(res))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
-    return 0
-
-
-def _cmd_compare(args) -> int:
-    res = metrics.paired(args.a, args.b, args.data, n_boot=args.n_boot, seed=args.seed)
-    print(tables.format_paired(res))
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m lib.tvbench eval|score|compare``."""
-    ap = argparse.ArgumentParser(prog="python -m lib.tvbench", description=(
-        "Evaluate a video LLM on a TVBench-layout benchmark, score predictions, compare runs."))
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    e = sub.add_parser("eval", help="run a model on a TVBench-layout folder (resumable)")
-    add_eval_args(e)
-    s = sub.add_parser("score", help="all metrics from a predictions file, no model")
-    s.add_argument("--data", required=True, help="TVBench-layout folder (videos not needed)")
-    s.add_argument("--predictions", required=True, help="predictions .jsonl or a run dir")
-    s.add_argument("--json", help="write all metrics here")
-    s.add_argument("--group", help="only this condition/scoring group, e.g. normal/paper")
-    s.add_argument("--n-boot", type=int, default=2000)
-    s.add_argument("--seed", type=int, default=0)
-    c = sub.add_parser("compare", help="paired difference B - A on shared questions")
-    c.add_argument("--data", default=None)
-    c.add_argument("a")
-    c.add_argument("b")
-    c.add_argument("--json")
-    c.add_argument("--n-boot", type=int, default=2000)
-    c.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    try:
-        if args.cmd == "score":
-            return _cmd_score(args)
-        if args.cmd == "compare":
-            return _cmd_compare(args)
-        return cli_eval(args)
-    except BenchmarkError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2

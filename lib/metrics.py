@@ -1,17 +1,21 @@
-"""Metrics from predictions alone: reading predictions files, accuracy, chance, CIs, paired tests.
+"""Metrics from predictions alone: accuracy, chance, CIs, paired tests, frame and match counts.
 
-Everything here works on ``predictions.jsonl`` records (written by ``lib.evaluate``) plus,
-optionally, the ``Benchmark`` they answer (option counts, expected questions): per-task, micro
-and macro accuracy, data-derived chance, video-clustered bootstrap CIs, letter-bias baselines,
-paired comparisons with exact McNemar tests, and the paper's effect on the ordering tasks
-(``ordering_effect``). No model, no torch. Used by ``lib.evaluate`` (``finalize`` and the
-``score``/``compare`` CLI), notebooks 01 and 04, and ``tables``/``plots`` through their inputs.
+Everything here works on ``predictions.jsonl`` records (written by ``lib.evaluate``, or by
+another harness: ``lib.predictions`` reads and matches them) plus, optionally, the ``Benchmark``
+they answer (option counts, expected questions): per-task, micro and macro accuracy, data-derived
+chance, video-clustered bootstrap CIs, letter-bias baselines, paired comparisons with exact
+McNemar tests, and the paper's effect on the ordering tasks (``ordering_effect``). Each group
+also counts how records were matched (``matched_by``), identical repeats (``duplicate_records``)
+and questions evaluated on short video frames (``short_video``, ``frame_notes``). No model, no
+torch. Used by ``lib.evaluate`` (``finalize`` and the ``score``/``compare`` CLI), notebooks 01
+and 04, and ``tables``/``plots`` through their inputs.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,58 +23,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lib.tvbench import (CONDITIONS, LETTERS, ORDERING_TASKS, TVBENCH_TASKS, Benchmark,
-                         BenchmarkError, Question, open_benchmark, sample_id, unit_label)
+from lib.predictions import (PredictionSet, check_unmatched, match, method_counts,
+                             read_prediction_set, read_predictions)
+from lib.conditions import CONDITIONS, unit_label
+from lib.tvbench import (LETTERS, ORDERING_TASKS, TVBENCH_TASKS, Benchmark, BenchmarkError,
+                         Question, open_benchmark, sample_id)
+from lib.video import is_short, note_kinds
 
 # Scorer names a prediction record can carry, in report order (``lib.evaluate`` runs them).
 SCORINGS = ("paper", "strict", "letter", "option")
-
-
-# ---------------------------------------------------------------------------------------------
-# Predictions files
-
-
-REQUIRED_FIELDS = ("task", "video", "question", "pred_index", "answer_index")
-
-
-def prediction_key(rec: dict) -> tuple:
-    """One prediction per (question, condition, seed, scoring)."""
-    return (rec.get("sample_id") or f"{rec['task']}|{rec['video']}|{rec['question']}",
-            rec.get("condition", "normal"), rec.get("seed"), rec.get("scoring", "paper"))
-
-
-def prediction_files(path: Path | str) -> list[Path]:
-    """A file, or a run dir's predictions.jsonl plus any per-rank shard files."""
-    p = Path(path)
-    if p.is_dir():
-        return sorted(p.glob("predictions*.jsonl"))
-    return [p]
-
-
-def read_predictions(path: Path | str) -> list[dict]:
-    """All complete records (a torn last line from a killed run is ignored), de-duplicated by
-    ``prediction_key`` (first occurrence wins, so a resumed run never counts twice)."""
-    files = prediction_files(path)
-    if not files or not all(f.exists() for f in files):
-        raise FileNotFoundError(f"{path}: no predictions file (expected predictions.jsonl)")
-    seen, out = set(), []
-    for f in files:
-        for n, line in enumerate(f.read_text().splitlines()):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # torn write; the question is redone on resume
-            lacking = [k for k in REQUIRED_FIELDS if k not in rec]
-            if lacking:
-                raise BenchmarkError(f"{f} line {n + 1}: missing field(s) {lacking}; a "
-                                     f"prediction needs {list(REQUIRED_FIELDS)}")
-            k = prediction_key(rec)
-            if k not in seen:
-                seen.add(k)
-                out.append(rec)
-    return out
 
 
 def group_label(condition: str, seed, scoring: str) -> str:
@@ -94,29 +55,32 @@ def group_records(source: Path | str | list[dict], group: str,
 # Accuracy, chance, CIs
 
 
-def predictions_frame(records: list[dict], bench: Benchmark | None) -> pd.DataFrame:
-    """Records -> DataFrame with task, video, num_options, correct (joined to the benchmark
-    when given: it supplies option counts and checks that every record is a known question)."""
-    df = pd.DataFrame(records)
+def _prediction_set(source: Path | str | Sequence[dict] | PredictionSet) -> PredictionSet:
+    if isinstance(source, PredictionSet):
+        return source
+    if isinstance(source, (str, Path)):
+        return read_prediction_set(source)
+    return PredictionSet.of(source)
+
+
+def match_frame(source: Path | str | Sequence[dict] | PredictionSet, bench: Benchmark | None
+                ) -> tuple[pd.DataFrame, list[str]]:
+    """Records -> (DataFrame with task, video, num_options, sample_id, matched_by, correct; the
+    group label of every identical repeat dropped). With ``bench`` every record is matched to a
+    question (``lib.predictions.match``: its option count, its sample_id, a check that its answer
+    is the data's)."""
+    pset = _prediction_set(source)
     if bench is not None:
-        by_id = {sample_id(q): q for q in bench.questions + bench.skipped}
-        by_text = {(q.task, q.video, q.question): q for q in bench.questions + bench.skipped}
-        qs = []
-        for r in records:
-            q = by_id.get(r.get("sample_id")) if r.get("sample_id") else None
-            q = q or by_text.get((r["task"], r["video"], r["question"]))
-            if q is None:
-                raise BenchmarkError(f"prediction for task {r['task']!r} video {r['video']!r} "
-                                     f"question {r['question'][:60]!r} matches no question in "
-                                     f"{bench.root}; wrong --data?")
-            if int(r["answer_index"]) != q.answer_index:
-                raise BenchmarkError(f"prediction for {sample_id(q)} has answer_index "
-                                     f"{r['answer_index']} but the data says {q.answer_index}")
-            qs.append(q)
+        pset, qs, how = match(pset, bench)
+        df = pd.DataFrame(pset.records)
         df["num_options"] = [len(q.candidates) for q in qs]
         df["sample_id"] = [sample_id(q) for q in qs]
-    elif "num_options" not in df:
-        raise BenchmarkError("predictions lack num_options; pass --data DIR to score them")
+        df["matched_by"] = how
+    else:
+        check_unmatched(pset)
+        df = pd.DataFrame(pset.records)
+        if "num_options" not in df:
+            raise BenchmarkError("predictions lack num_options; pass --data DIR to score them")
     if "sample_id" not in df:
         df["sample_id"] = df["task"] + "|" + df["video"] + "|" + df["question"]
     for col, default in (("condition", "normal"), ("seed", None), ("scoring", "paper")):
@@ -125,7 +89,13 @@ def predictions_frame(records: list[dict], bench: Benchmark | None) -> pd.DataFr
     pred = df["pred_index"]
     df["correct"] = (pred.notna()
                      & (pred.fillna(-1).astype(int) == df["answer_index"].astype(int)))
-    return df
+    return df, pset.duplicates
+
+
+def predictions_frame(records: Sequence[dict] | PredictionSet, bench: Benchmark | None
+                      ) -> pd.DataFrame:
+    """``match_frame`` without the repeat counts."""
+    return match_frame(records, bench)[0]
 
 
 def _cluster_arrays(df) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -229,7 +199,21 @@ def score_frame(df, bench: Benchmark | None = None, n_boot: int = 2000, seed: in
         out["missing_predictions"] = len(bench.questions) - n
         out["skipped_missing_video"] = len(bench.skipped)
         out["skipped_videos"] = bench.skipped_videos
+    if "matched_by" in df:
+        out["matched_by"] = method_counts(df["matched_by"].tolist())
+    out.update(frame_counts(df))
     return out
+
+
+def frame_counts(df: pd.DataFrame) -> dict:
+    """Questions evaluated on short video frames (``lib.video.SHORT_NOTES``) and every note kind
+    (``frame_notes``), from the records' ``frame_note``."""
+    notes = (df["frame_note"].fillna("").astype(str).tolist() if "frame_note" in df
+             else [""] * len(df))
+    short = sorted({sid for sid, note in zip(df["sample_id"], notes) if is_short(note)})
+    kinds = Counter(k for note in notes for k in dict.fromkeys(note_kinds(note)))
+    return {"short_video": len(short), "short_video_questions": short,
+            "frame_notes": dict(sorted(kinds.items()))}
 
 
 def _groups(df):
@@ -246,21 +230,27 @@ def _groups(df):
     return [(lab, g) for _, lab, g in sorted(out, key=lambda x: x[0])]
 
 
-def score(predictions: Path | str | list[dict], data: Path | str | Benchmark | None = None,
-          n_boot: int = 2000, seed: int = 0, on_missing: str = "skip") -> dict[str, dict]:
+def score(predictions: Path | str | list[dict] | PredictionSet,
+          data: Path | str | Benchmark | None = None, n_boot: int = 2000, seed: int = 0,
+          on_missing: str = "skip") -> dict[str, dict]:
     """Metrics per (condition, seed, scoring) group: ``{"normal/paper": {...}, ...}``.
 
     ``data`` (a folder or a ``Benchmark``) supplies option counts and the list of expected
-    questions; videos need not be present.
+    questions, and lets records from another harness be matched (``matched_by``); videos need
+    not be present. Identical repeats are counted once (``duplicate_records``).
     """
-    records = read_predictions(predictions) if not isinstance(predictions, list) else predictions
-    if not records:
-        raise BenchmarkError(f"{predictions}: no predictions")
+    pset = _prediction_set(predictions)
+    if not pset.records:
+        raise BenchmarkError(f"{predictions if isinstance(predictions, (str, Path)) else 'input'}"
+                             ": no predictions")
     bench = data if isinstance(data, Benchmark) or data is None else open_benchmark(
         data, on_missing=on_missing, release=None, require_videos=False)
-    df = predictions_frame(records, bench)
+    df, dups = match_frame(pset, bench)
+    dups_by_group = Counter(dups)
     res = {lab: score_frame(g, bench, n_boot, seed) for lab, g in _groups(df)}
-    cfg = Path(predictions) / "config.json" if not isinstance(predictions, list) else None
+    for lab, m in res.items():
+        m["duplicate_records"] = dups_by_group.get(lab, 0)
+    cfg = Path(predictions) / "config.json" if isinstance(predictions, (str, Path)) else None
     if cfg is not None and cfg.exists() and not isinstance(data, Benchmark):
         run_cfg = json.loads(cfg.read_text())  # a run dir remembers what it skipped
         for m in res.values():

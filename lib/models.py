@@ -96,9 +96,12 @@ class LongVUModel:
 
     @classmethod
     def load(cls, path_or_id: str, adapter: str | None = None, device: str = "cpu",
-             quantization: str = "none", dtype=None, name: str | None = None) -> LongVUModel:
+             quantization: str = "none", dtype=None, name: str | None = None,
+             token_layout: str | None = None, layout_seed: int = 0) -> LongVUModel:
+        """token_layout / layout_seed: see ``lib.longvu.load`` ("video": an image-stage
+        checkpoint in the paper's video layout, absent ``pos_embed_*`` drawn from the seed)."""
         m = longvu.load(path_or_id, quantization=quantization, dtype=dtype, device=device,
-                        adapter=adapter)
+                        adapter=adapter, token_layout=token_layout, layout_seed=layout_seed)
         label = name or (Path(str(path_or_id)).name
                          + (f"+{Path(adapter).name}" if adapter else ""))
         return cls(m, label)
@@ -175,27 +178,34 @@ class FakeModel:
 
 
 def load_model(spec: str, adapter: str | None = None, device: str = "auto",
-               quantization: str = "none", dtype: str | None = None) -> VideoQAModel:
-    """``fake:<kind>[?delay=S]`` or a LongVU checkpoint dir / hub id."""
+               quantization: str = "none", dtype: str | None = None,
+               token_layout: str | None = None, layout_seed: int = 0) -> VideoQAModel:
+    """``fake:<kind>[?delay=S]`` or a LongVU checkpoint dir / hub id (token_layout: see
+    ``lib.longvu.load``; ignored by fakes)."""
     if spec.startswith("fake:"):
         kind, _, q = spec[5:].partition("?")
         opts = dict(kv.split("=") for kv in q.split("&") if kv)
         return FakeModel(kind or "hash", float(opts.get("delay", 0)))
     tdtype = getattr(torch, dtype) if dtype else None
     return LongVUModel.load(spec, adapter=adapter, device=str(pick_device(device)),
-                            quantization=quantization, dtype=tdtype)
+                            quantization=quantization, dtype=tdtype, token_layout=token_layout,
+                            layout_seed=layout_seed)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model to evaluate: checkpoint, optional adapter and the quantization it needs."""
+    """A model to evaluate: checkpoint, optional adapter, the quantization it needs and the
+    token layout it is loaded in (None: the checkpoint's own; "video": see lib.longvu.load)."""
 
     label: str
     checkpoint: str
     adapter: str | None = None
     quantization: str = "none"
+    token_layout: str | None = None
+    layout_seed: int = 0  # draws the pos_embed_* a "video" conversion creates
 
     def load(self, device: str = "auto") -> LongVUModel:
-        m = load_model(self.checkpoint, self.adapter, device, self.quantization)
+        m = load_model(self.checkpoint, self.adapter, device, self.quantization,
+                       token_layout=self.token_layout, layout_seed=self.layout_seed)
         m.name = self.label
         return m

@@ -178,6 +178,9 @@ def plot_ablation(abl: pd.DataFrame, axis: str, tasks: Sequence[str], title: str
         ax.set(title=panel, xlabel=axis, ylabel="accuracy (%)")
         if log:
             ax.set_xscale("log")
+        if "x_label" in abl.columns:  # a categorical axis (SOURCE)
+            ticks = abl.drop_duplicates("x").sort_values("x")
+            ax.set_xticks(ticks["x"].tolist(), ticks["x_label"].tolist())
         if panel == "Avg":
             ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(panels):]:

@@ -125,13 +125,46 @@ def static_preview(sample: "Sample", frames: np.ndarray, max_frames: int = 10):
     return fig
 
 
+def source_preview(sources: dict[str, "PseudoVideoSource"], i: int, jitter: str = "mild",
+                   size=None, max_frames: int = 8):
+    """Read ``i`` of each source (``lib.pseudo_video.SOURCES``: image and T2Vid text frames) as
+    frame strips one above the other, then the timeline and the question they share (the same
+    seed gives the same formation, question and jitter in every source)."""
+    import matplotlib.pyplot as plt
+
+    reads = {name: src.sample(i) for name, src in sources.items()}
+    frames = {name: sources[name].frames(s, jitter, size) for name, s in reads.items()}
+    first = next(iter(reads.values()))
+    fr0 = next(iter(frames.values()))
+    ts = strip_frames(len(fr0), max_frames)
+    width = max(8.0, 1.3 * len(ts))
+    strip = min(2.2, width / len(ts) * fr0.shape[1] / fr0.shape[2])
+    heights = [strip] * len(reads) + [0.35, qa_height(first)]
+    fig = plt.figure(figsize=(width, sum(heights) + 1.0 + 0.4 * len(reads)))
+    gs = fig.add_gridspec(len(heights), len(ts), height_ratios=heights, hspace=0.6)
+    scenes = scene_of_frame(first.frame_counts)
+    cols = scene_colours(len(first.frame_counts))
+    for r, (name, fr) in enumerate(frames.items()):
+        for k, t in enumerate(ts):
+            ax = fig.add_subplot(gs[r, k])
+            draw_frame(ax, fr[t], t, scenes[t], cols[scenes[t]])
+            if k == 0:
+                ax.set_ylabel(name, fontsize=10, fontweight="bold")
+    draw_timeline(fig.add_subplot(gs[len(reads), :]), first.frame_counts, ts)
+    draw_qa(fig.add_subplot(gs[len(reads) + 1, :]), first)
+    fig.suptitle(f"sample {i} from each source ({', '.join(reads)}): {len(first.frame_counts)} "
+                 f"scenes, {first.num_frames} frames {fr0.shape[1]}x{fr0.shape[2]}", fontsize=10)
+    return fig
+
+
 def frame_view(sample: "Sample", frames: np.ndarray, t: int):
     """One frame + timeline + QA: what the scrubber shows at frame t."""
     import matplotlib.pyplot as plt
 
-    heights = [3.0, 0.35, qa_height(sample)]
-    fig = plt.figure(figsize=(9, sum(heights) + 1.0))
-    gs = fig.add_gridspec(3, 1, height_ratios=heights, hspace=0.4)
+    # sized so that frame, timeline and all options fit a 1280x800 JupyterLab window
+    heights = [2.4, 0.3, qa_height(sample)]
+    fig = plt.figure(figsize=(9, sum(heights) + 0.6))
+    gs = fig.add_gridspec(3, 1, height_ratios=heights, hspace=0.25)
     scenes = scene_of_frame(sample.frame_counts)
     cols = scene_colours(len(sample.frame_counts))
     draw_frame(fig.add_subplot(gs[0]), frames[t], t, scenes[t], cols[scenes[t]])

@@ -90,8 +90,8 @@ def resolve_adapter(entry: str, base: str) -> ModelSpec:
     start = m.get("start_checkpoint") or base
     if paths.absolute(start).exists():  # a repo-relative dir; a hub id stays as written
         start = str(paths.absolute(start))
-    return ModelSpec(f"03:{entry}", start,
-                     str(paths.absolute(m["adapter_dir"])), quant)
+    return ModelSpec(f"03:{entry}", start, str(paths.absolute(m["adapter_dir"])), quant,
+                     m.get("token_layout"), m.get("layout_seed", 0))
 
 
 def shared_dir() -> Path:
@@ -122,8 +122,11 @@ def shared_eval_dir(ms: ModelSpec, data_dir: Path | str) -> Path:
     same checkpoint, adapter and quantization on the same data: sweep rows share their start
     model, so it is evaluated once (later runs resume it; the evaluator's fingerprint still
     guards the folder)."""
-    key = json.dumps([_identity(ms.checkpoint), _identity(ms.adapter), ms.quantization,
-                      str(Path(data_dir).resolve())])
+    parts = [_identity(ms.checkpoint), _identity(ms.adapter), ms.quantization,
+             str(Path(data_dir).resolve())]
+    if ms.token_layout:  # a converted start is another model (its pos_embed_* are drawn)
+        parts += [ms.token_layout, ms.layout_seed]
+    key = json.dumps(parts)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(ms.checkpoint).name)[:60]
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return shared_dir() / f"{slug}-{ms.quantization}-{digest}"

@@ -14,6 +14,18 @@ notebook 03 (``PseudoVideoDataset`` through ``lib.train``) and the evaluation si
   last one as in the paper.
 * ``mode`` is the question mode of ``lib.questions``: ``fixed`` (default) or ``compat`` (the
   paper code's defects).
+* ``source`` is what a scene shows: ``coco`` (default), its image, or ``t2vid``, one caption of
+  its image rendered as text (``lib.t2vid``, after T2Vid, arXiv 2411.19951), repeated F_j times
+  under the same jitter. Formations, questions, options and jitter are the same for both
+  sources at the same seed; only the pixels differ. The rendered caption is, per scene, one the
+  question and its options do not quote (drawn from its own stream of the per-read seed), so
+  R1-R4, A2, WIO and TG cannot be answered by matching the frame's text to an option's: the
+  model has to match a paraphrase, as it matches a picture to a caption. Only when every caption
+  of the image is quoted (images with one caption; COCO has five) is the quoted one rendered,
+  T2Vid's literal case. ``T2VidSample`` records carry ``"source": "t2vid"``,
+  ``rendered_caption_index`` (into ``CaptionIndex.captions_for``) and ``rendered_captions``.
+  Image-source records have no ``source`` key, so their bytes are those of earlier versions.
+  Text frames are as large as the scene images would be (their size in the captions file).
 
 CLI: ``python -m lib.pseudo_video sample|export ...`` (see ``main``).
 """
@@ -23,22 +35,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch.utils.data as tud
 from tqdm.auto import tqdm
 
-from lib import tvbench
-from lib.coco import CaptionIndex, CocoError
+from lib import paths, t2vid, tvbench
+from lib.coco import CaptionIndex, CocoError, captions_path, images_dir, validate_captions
 from lib.jitter import JITTER, RESAMPLE, jitter_params, render_frames
 from lib.questions import MODES, GenSpec, Sample, draw_question, parse_mix
 from lib.video import write_video
 
 SEEDINGS = ("global", "per-rank")
+SOURCES = t2vid.SOURCES  # what a scene shows: its image, or one of its captions as text
+T2VID_SIZE = (384, 384)  # text frames of images whose size the captions file does not give
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +105,29 @@ def read_seed(seed: int, epoch: int, index: int, rank: int | None = None) -> int
 
 
 
+@dataclass
+class T2VidSample(Sample):
+    """A sample of the ``t2vid`` source: the image source's question and, per scene, the
+    caption its frames show (an index into ``CaptionIndex.captions_for`` and the text)."""
+
+    source: str = "t2vid"
+    rendered_caption_index: list[int] = field(default_factory=list)
+    rendered_captions: list[str] = field(default_factory=list)
+
+
+def rendered_captions(index: CaptionIndex, sample: Sample, rng: np.random.Generator
+                      ) -> list[int]:
+    """Per scene, the caption to render (index into ``captions_for``): a random one that the
+    question and its options do not quote, else (every caption quoted) the scene's own."""
+    shown = "\n".join([sample.question, *sample.options])
+    out = []
+    for image_id, used in zip(sample.image_ids, sample.captions):
+        caps = index.captions_for(image_id)
+        free = [k for k, c in enumerate(caps) if c not in shown]
+        out.append(int(free[rng.integers(len(free))]) if free else caps.index(used))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # The source: formations + questions + frames
 
@@ -97,18 +135,23 @@ def read_seed(seed: int, epoch: int, index: int, rank: int | None = None) -> int
 class PseudoVideoSource:
     """A formation table over a caption index; ``sample(i, epoch)`` draws question i's read.
 
-    Picklable (DataLoader workers get a copy); every draw depends only on (seed, epoch, i).
+    ``source``: ``coco`` (scenes show their images) or ``t2vid`` (one caption of the image as
+    text, ``lib.t2vid``; samples are ``T2VidSample``). Picklable (DataLoader workers get a copy);
+    every draw depends only on (seed, epoch, i).
     """
 
     def __init__(self, index: CaptionIndex, specs: list[GenSpec], seed: int = 0,
                  mode: str = "fixed", seeding: str = "global", rank: int = 0,
-                 num_options: int = 4):
+                 num_options: int = 4, source: str = "coco"):
         if mode not in MODES:
             raise ValueError(f"mode {mode!r}: choose from {MODES}")
+        if source not in SOURCES:
+            raise ValueError(f"source {source!r}: choose from {SOURCES}")
         if len(index) < 2:
             raise CocoError(f"{index.captions_file}: needs at least 2 captioned images")
         self.index, self.specs, self.seed, self.mode = index, list(specs), seed, mode
         self.seeding, self.rank, self.num_options = seeding, rank, num_options
+        self.source = source
         self.formations = draw_formations(index.image_ids, self.specs, seed, seeding, rank)
 
     def __len__(self) -> int:
@@ -129,26 +172,56 @@ class PseudoVideoSource:
         q, captions = draw_question(self.index, form.image_ids, form.frame_counts,
                                     self.specs[form.spec], random.Random(s), self.mode,
                                     self.num_options)
-        return Sample(sample_id=i, epoch=epoch, seed=s, mode=self.mode,
-                      question_type=form.qtype, question=q["question"], options=q["options"],
-                      answer_index=q["answer_index"], image_ids=list(form.image_ids),
-                      captions=captions, frame_counts=list(form.frame_counts),
-                      meta=q.get("meta", {}))
+        out = Sample(sample_id=i, epoch=epoch, seed=s, mode=self.mode,
+                     question_type=form.qtype, question=q["question"], options=q["options"],
+                     answer_index=q["answer_index"], image_ids=list(form.image_ids),
+                     captions=captions, frame_counts=list(form.frame_counts),
+                     meta=q.get("meta", {}))
+        if self.source == "coco":
+            return out
+        # Its own stream of the per-read seed: the question draw above stays the image source's.
+        ks = rendered_captions(self.index, out, np.random.default_rng([s, 2]))
+        return T2VidSample(**vars(out), rendered_caption_index=ks, rendered_captions=[
+            self.index.captions_for(img)[k] for img, k in zip(out.image_ids, ks)])
 
     def frames(self, sample: Sample, jitter: str = "mild",
                size: int | tuple[int, int] | None = None, resample: str = "paper") -> np.ndarray:
-        images = [self.index.load_image(i) for i in sample.image_ids]
+        if self.source == "t2vid":
+            hw = self.text_size(sample, size)
+            texts = getattr(sample, "rendered_captions", None)
+            if texts is None:
+                raise ValueError(f"sample {sample.sample_id} is not a t2vid sample; draw it "
+                                 "with this source's sample()")
+            images = [t2vid.render_caption(t, hw, [sample.seed, 3, j])
+                      for j, t in enumerate(texts)]
+            size = hw
+        else:
+            images = [self.index.load_image(i) for i in sample.image_ids]
         rng = np.random.default_rng([sample.seed, 1])  # jitter stream, apart from the questions
         return render_frames(images, sample.frame_counts,
                              jitter_params(rng, sample.num_frames, jitter), size, resample)
 
+    def text_size(self, sample: Sample, size: int | tuple[int, int] | None) -> tuple[int, int]:
+        """(H, W) of t2vid frames: ``size``, else the video's max image height and width as the
+        captions file gives them (``T2VID_SIZE`` where it does not), as for image frames."""
+        if size is not None:
+            return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        meta = [self.index.coco.imgs.get(i, {}) for i in sample.image_ids]
+        dims = [(m.get("height"), m.get("width")) for m in meta]
+        dims = [(int(h), int(w)) if isinstance(h, int) and isinstance(w, int) else T2VID_SIZE
+                for h, w in dims]
+        return max(h for h, _ in dims), max(w for _, w in dims)
+
 
 def build_source(coco_root: Path | str, *, split: str = "train", questions: str = "R1",
                  n: int = 1000, s: int = 4, f: int = 5, seed: int = 0, mode: str = "fixed",
-                 seeding: str = "global", rank: int = 0) -> PseudoVideoSource:
-    """Caption index of ``coco_root``/``split`` and a mix string (``parse_mix``) -> source."""
+                 seeding: str = "global", rank: int = 0, source: str = "coco"
+                 ) -> PseudoVideoSource:
+    """Caption index of ``coco_root``/``split`` and a mix string (``parse_mix``) -> source of
+    ``source`` frames (coco | t2vid)."""
     index = CaptionIndex.from_root(coco_root, split)
-    return PseudoVideoSource(index, parse_mix(questions, n, s, f), seed, mode, seeding, rank)
+    return PseudoVideoSource(index, parse_mix(questions, n, s, f), seed, mode, seeding, rank,
+                             source=source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,11 +231,13 @@ def build_source(coco_root: Path | str, *, split: str = "train", questions: str 
 class PseudoVideoDataset(tud.Dataset):
     """Training samples: frames + conversation + metadata, generated on the fly.
 
-    Item: ``frames`` uint8 (T, H, W, 3) (a view of channels-first memory, see
-    ``lib.jitter.warp``); ``prompt`` (user turn); ``target`` ("(A) text");
+    Item: ``frames`` uint8 (T, H, W, 3) (``lib.jitter.render_frames``, OpenCV, contiguous);
+    ``prompt`` (user turn); ``target`` ("(A) text");
     ``question_type``, ``sample_id``, ``seed``, ``epoch``, ``options``, ``answer_index``,
-    ``image_ids``, ``captions``, ``frame_counts``, ``num_frames``; ``errors`` (list, empty unless
-    this item substitutes for a bad one) and ``substituted_for`` (None or the bad index).
+    ``image_ids``, ``captions``, ``frame_counts``, ``num_frames``; ``source`` (coco | t2vid:
+    images or text frames, the source's; t2vid items also carry ``rendered_caption_index`` and
+    ``rendered_captions``); ``errors`` (list, empty unless this item substitutes for a bad one)
+    and ``substituted_for`` (None or the bad index).
 
     A bad sample (missing or corrupt image, image without captions) raises with
     ``on_error="raise"`` (the default: nothing is replaced unless asked). Only with an explicit
@@ -196,7 +271,7 @@ class PseudoVideoDataset(tud.Dataset):
         s = self.source.sample(i, self.epoch)
         rec = s.record()
         rec["frames"] = self.source.frames(s, self.jitter, self.size, self.resample)
-        rec.update(errors=[], substituted_for=None)
+        rec.update(source=self.source.source, errors=[], substituted_for=None)
         return rec
 
     def __getitem__(self, i: int) -> dict:
@@ -277,20 +352,36 @@ def export_tvbench(source: PseudoVideoSource, out: Path | str, n: int | None = N
 def write_samples(source: PseudoVideoSource, out: Path | str, frames_out: Path | str | None = None,
                   jitter: str = "mild", size: int | tuple[int, int] | None = None,
                   epoch: int = 0, resample: str = "paper") -> int:
-    """One JSON object per sample (sorted keys), optionally frames as ``<id>.npy``."""
+    """One JSON object per sample (sorted keys), optionally frames as ``<id>.npy``.
+
+    Everything goes to temporary files next to its destination and is renamed into place only
+    once every sample succeeded: a failure (a bad image) leaves an earlier ``out`` and its
+    frames as they were, and no partial file.
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if frames_out is not None:
         Path(frames_out).mkdir(parents=True, exist_ok=True)
-    with out.open("w") as fh:
-        for i in tqdm(range(len(source)), desc="pseudo-video samples", leave=False):
-            s = source.sample(i, epoch)
-            rec = s.record()
-            if frames_out is not None:
-                f = Path(frames_out) / f"{i:06d}.npy"
-                np.save(f, source.frames(s, jitter, size, resample))
-                rec["frames_file"] = str(f)
-            fh.write(json.dumps(rec, sort_keys=True) + "\n")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    moves = [(tmp, out)]  # (temporary, final); the samples file is renamed last
+    try:
+        with tmp.open("w") as fh:
+            for i in tqdm(range(len(source)), desc="pseudo-video samples", leave=False):
+                s = source.sample(i, epoch)
+                rec = s.record()
+                if frames_out is not None:
+                    f = Path(frames_out) / f"{i:06d}.npy"
+                    part = f.with_name(f".{f.name}.{os.getpid()}.tmp")
+                    moves.insert(-1, (part, f))
+                    with part.open("wb") as fb:
+                        np.save(fb, source.frames(s, jitter, size, resample))
+                    rec["frames_file"] = str(f)
+                fh.write(json.dumps(rec, sort_keys=True) + "\n")
+        for part, final in moves:
+            os.replace(part, final)
+    finally:
+        for part, _ in moves:
+            part.unlink(missing_ok=True)
     return len(source)
 
 
@@ -321,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--mode", choices=MODES, default="fixed")
         p.add_argument("--seeding", choices=SEEDINGS, default="global")
         p.add_argument("--rank", type=int, default=0)
+        p.add_argument("--source", choices=SOURCES, default="coco",
+                       help="scenes show their image (coco) or one of its captions as text "
+                            "(t2vid)")
         p.add_argument("--jitter", choices=sorted(JITTER), default="mild")
         p.add_argument("--size", default=None, help="HxW or H (square); default: video max H, W")
         p.add_argument("--resample", choices=RESAMPLE, default="paper",
@@ -330,9 +424,19 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--frames-out", type=Path, default=None, help="write <id>.npy frames")
             p.add_argument("--epoch", type=int, default=0)
     a = ap.parse_args(argv)
-    try:
+    try:  # output locations, then the captions file, before any work
+        if a.cmd == "sample":
+            paths.writable_file_target(a.out, "--out")
+            if a.frames_out is not None:
+                paths.writable_dir(a.frames_out, "--frames-out")
+        else:
+            paths.writable_dir(a.out, "--out")
+        frames = a.cmd == "export" or a.frames_out is not None
+        validate_captions(captions_path(a.coco, a.split), images_dir(a.coco, a.split),
+                          check_images="exists" if frames else "none")
         src = build_source(a.coco, split=a.split, questions=a.questions, n=a.n, s=a.S, f=a.F,
-                           seed=a.seed, mode=a.mode, seeding=a.seeding, rank=a.rank)
+                           seed=a.seed, mode=a.mode, seeding=a.seeding, rank=a.rank,
+                           source=a.source)
         if a.cmd == "sample":
             k = write_samples(src, a.out, a.frames_out, a.jitter, _size_arg(a.size), a.epoch,
                               a.resample)

@@ -40,6 +40,8 @@ def result_row(label: str, m: dict, run_dir: Path | str, model: str, data: Path 
         row[f"{t['abbr']}_n"] = t["n"]
     p = m.get("parse", {})
     row["parse_fail"] = sum(v for k, v in p.items() if k != "ok")
+    # Questions evaluated on short video frames (counted, never silent; lib.video.SHORT_NOTES).
+    row["short_video"] = m.get("short_video", 0)
     return row
 
 
@@ -49,7 +51,7 @@ def record(res: dict[str, dict], label: str, run_dir: Path | str, model: str,
     f = None
     for group, m in res.items():
         f = runs.append_result("tvbench", result_row(label, m, run_dir, model, data, group),
-                               key=["run_dir", "group"])
+                               key=["label", "run_dir", "group"])
     return f
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 from lib import paths
 
 TRACKED_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "numpy",
-                    "av", "pycocotools", "papermill")
+                    "av", "pycocotools", "papermill", "opencv-python-headless")
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,12 @@ Run dir layout (RUN_DIR = --out)
                               connector.safetensors (qlora/lora) -> `lib.longvu.load(adapter=)`
     model/                    (full mode) a complete checkpoint in LongVU's layout
     log.jsonl                 one line per optimizer step (loss, lr, grad norm, data wait,
-                              compute, tokens/s, peak memory, bad samples)
+                              compute, tokens/s, peak memory, bad samples, answers cut by the
+                              token budget; ``loss`` is null on a step with no answer token)
     metrics.json, training_complete.flag   (paths in metrics.json are repo-relative)
+Answers cut by the token budget are counted per step and per run (``truncated_samples`` =
+``answer_cut_samples`` partly + ``answer_dropped_samples`` entirely, ``skipped_steps``) in
+log.jsonl, metrics.json and on stdout (``lib.trainer`` has the loss rules).
 """
 
 from __future__ import annotations
@@ -57,7 +61,10 @@ from lib.config import TrainConfig, add_train_arguments
 from lib.longvu import prompts
 from lib.longvu.model import preprocess_visual
 from lib.models import pick_device
-from lib.trainer import COMPLETE_FLAG, build_trainer, training_arguments
+from lib.paths import OutputPathError
+from lib.questions import MIN_SCENES, parse_mix
+from lib.trainer import (COMPLETE_FLAG, TrainError, build_trainer, report_truncation,
+                         training_arguments)
 
 DONE_FLAG = "training_complete.flag"
 PAPER_SAMPLES = 3125 * 64  # the paper's run: 3,125 steps at global batch 64
@@ -66,7 +73,9 @@ RESUME_KEYS = ("model", "mode", "coco", "split", "questions", "S", "F", "n", "se
                "epochs", "lr", "lora_r", "lora_alpha", "lora_dropout", "global_batch",
                "micro_batch", "warmup_ratio", "weight_decay", "max_grad_norm", "question_mode",
                "jitter", "frame_size", "supervise_prompt_tokens", "legacy_placeholder_tokens",
-               "train_connector", "init_adapter")
+               "train_connector", "init_adapter", "source", "token_layout")
+# what a config.json written before a key existed meant by it
+RESUME_DEFAULTS = {"source": "coco", "token_layout": None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,7 +111,7 @@ class SampleBuilder:
         if all(t == -100 for t in labels):
             raise ValueError(f"sample {item.get('sample_id')}: no supervised tokens")
         return {"visual": self.visual(item["frames"]), "input_ids": ids, "labels": labels,
-                "num_frames": int(len(item["frames"])),
+                "num_frames": int(len(item["frames"])), "sample_id": item.get("sample_id"),
                 "question_type": item.get("question_type", "?"),
                 "errors": list(item.get("errors", []))}
 
@@ -143,6 +152,9 @@ class Collator:
         return {"visual": [it["visual"] for it in items], "input_ids": ids,
                 "attention_mask": mask, "labels": labels,
                 "stats": {"answer_tokens": int((labels != -100).sum()),
+                          "label_counts": (labels != -100).sum(1).tolist(),
+                          "sample_ids": [it.get("sample_id") for it in items],
+                          "question_types": [it.get("question_type", "?") for it in items],
                           "frames": sum(it["num_frames"] for it in items),
                           "bad": sum(len(it["errors"]) for it in items),
                           "errors": [e for it in items for e in it["errors"]]}}
@@ -159,16 +171,43 @@ def pseudo_video_dataset(cfg: TrainConfig, rank: int = 0) -> tud.Dataset:
     Every image file of the split is checked up front, so a missing file stops the run before
     training with the full list; a bad sample later raises unless ``on_bad_sample="substitute"``.
     """
-    if not cfg.coco:
-        raise ValueError("TrainConfig.coco (--coco) is required: a COCO-layout dir "
-                         "(python -m lib.assets build --profile smoke --out DIR builds one)")
+    check_data_settings(cfg)
     coco.validate_captions(coco.captions_path(cfg.coco, cfg.split),
                            coco.images_dir(cfg.coco, cfg.split), check_images="exists")
     source = pseudo_video.build_source(cfg.coco, split=cfg.split, questions=cfg.questions,
                                        n=cfg.n, s=cfg.S, f=cfg.F, seed=cfg.seed,
-                                       mode=cfg.question_mode, rank=rank)
+                                       mode=cfg.question_mode, rank=rank, source=cfg.source)
     return pseudo_video.PseudoVideoDataset(source, jitter=cfg.jitter, size=cfg.frame_size,
                                            on_error=cfg.on_bad_sample)
+
+
+def check_data_settings(cfg: TrainConfig) -> None:
+    """What a pseudo-video run cannot use, as one-line ``TrainError``s naming the flag and the
+    fix, before anything loads: the question mix, too few scenes for a question type (R1 with
+    S=1 would ask for the order of one scene), the COCO split's captions file and images."""
+    fix_coco = (f"fix: pass a COCO root with annotations/captions_{cfg.split}2017.json and "
+                f"{cfg.split}2017/ (python -m lib.assets build --profile smoke --out DIR)")
+    if not cfg.coco:
+        raise TrainError(f"--coco is required (TrainConfig.coco); {fix_coco}")
+    try:
+        specs = parse_mix(cfg.questions, cfg.n, cfg.S, cfg.F)
+    except ValueError as e:
+        raise TrainError(f"--questions {cfg.questions!r}: {e}; fix: a mix such as R1, R1,R3 "
+                         "or R1:S=4:F=5 (lib.questions.parse_mix)") from None
+    for spec in specs:
+        need = MIN_SCENES[spec.qtype]
+        if spec.s_min is None and spec.s_max < need:
+            raise TrainError(f"--S {spec.s_max}: {spec.qtype} needs at least {need} scenes "
+                             f"(its questions are about their order); fix: --S {need} or more, "
+                             "or a one-scene question type (A1, A2)")
+    try:
+        coco.captions_path(cfg.coco, cfg.split)
+    except coco.CocoError as e:
+        raise TrainError(f"--coco {cfg.coco}: {str(e).splitlines()[0].rstrip('.')}; "
+                         f"{fix_coco}") from None
+    if not coco.images_dir(cfg.coco, cfg.split).is_dir():
+        raise TrainError(f"--coco {cfg.coco}: no image folder {cfg.split}2017/ next to "
+                         f"annotations/; {fix_coco}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,10 +236,10 @@ def _check_resume_config(run: Path, cfg: TrainConfig) -> None:
     f = run / "config.json"
     if not f.is_file():
         return
-    old = json.loads(f.read_text())
+    old = RESUME_DEFAULTS | json.loads(f.read_text())
     diff = {k: (old.get(k), getattr(cfg, k)) for k in RESUME_KEYS if old.get(k) != getattr(cfg, k)}
     if diff:
-        raise ValueError(f"{f}: this run was started with different settings {diff}; resume "
+        raise TrainError(f"{f}: this run was started with different settings {diff}; resume "
                          "with the same ones, or use a new --out / RUN_NAME")
 
 
@@ -253,14 +292,19 @@ def run_training(cfg: TrainConfig, resume: bool = False, dataset: tud.Dataset | 
     rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
     if cfg.global_batch % (cfg.micro_batch * world):
-        raise ValueError(f"global_batch {cfg.global_batch} is not a multiple of micro_batch "
+        raise TrainError(f"global_batch {cfg.global_batch} is not a multiple of micro_batch "
                          f"{cfg.micro_batch} x {world} processes")
     accum = cfg.global_batch // (cfg.micro_batch * world)
 
+    source = dataset if dataset is not None else pseudo_video_dataset(cfg)
+    if len(source) < cfg.global_batch:  # HF would quietly run steps of len(source) samples
+        raise TrainError(f"--n {len(source)} is fewer than --global-batch {cfg.global_batch} "
+                         f"(samples per epoch vs per optimizer step); fix: --n "
+                         f"{cfg.global_batch} or more, or --global-batch {len(source)} or less")
+
     set_seed(cfg.seed)
     model, quant = build_model(cfg, device)
-    builder = SampleBuilder(model, cfg.supervise_prompt_tokens)
-    data = TrainSamples(dataset if dataset is not None else pseudo_video_dataset(cfg), builder)
+    data = TrainSamples(source, SampleBuilder(model, cfg.supervise_prompt_tokens))
     cuda = device.type == "cuda"
     workers = cfg.num_workers if cfg.num_workers is not None else (
         min(6, max((os.cpu_count() or 1) - 1, 0)) if cuda else 0)
@@ -298,6 +342,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, dataset: tud.Dataset | 
             (run / DONE_FLAG).write_text(f"{trainer.state.global_step}\n")
         metrics = summarise(run, cfg, quant, device, counts, max_steps, accum, wall,
                             resume_from, finished, adapter)
+        report_truncation(run, metrics, model.config.tokenizer_model_max_length)
         return metrics, model
     return {}, model
 
@@ -317,11 +362,17 @@ def summarise(run: Path, cfg: TrainConfig, quant: str, device: torch.device,
     data_s = float(np.mean([r["data_wait_s"] for r in steady])) if steady else float("nan")
     tok_s = float(np.mean([r["tokens_per_s"] for r in steady])) if steady else float("nan")
     per_sample = step_s / cfg.global_batch
+    losses = [r["loss"] for r in recs if r["loss"] is not None]  # None: no answer token left
+
+    def total(key: str) -> int:
+        return sum(r.get(key, 0) for r in recs)
+
     metrics = {
-        "first_loss": recs[0]["loss"] if recs else None,
-        "last_loss": recs[-1]["loss"] if recs else None,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
         "steps": recs[-1]["step"] if recs else 0, "max_steps": max_steps,
-        "finished": finished, "mode": cfg.mode, "quantization": quant,
+        "finished": finished, "mode": cfg.mode, "source": cfg.source, "quantization": quant,
+        "token_layout": cfg.token_layout, "layout_seed": cfg.seed,
         "device": str(device), "lr": cfg.resolved_lr(), "lora_r": cfg.lora_r,
         "lora_alpha": cfg.lora_alpha, "global_batch": cfg.global_batch,
         "gradient_accumulation": accum, "trainable_params": counts,
@@ -331,8 +382,13 @@ def summarise(run: Path, cfg: TrainConfig, quant: str, device: torch.device,
         "data_wait_fraction": data_s / step_s if step_s else None,
         "time_per_sample_s": per_sample, "tokens_per_s": tok_s,
         "implied_paper_run_h": per_sample * PAPER_SAMPLES / 3600,
-        "bad_samples": sum(r.get("bad_samples", 0) for r in recs),
-        "truncated_samples": sum(r.get("truncated_samples", 0) for r in recs),
+        "bad_samples": total("bad_samples"), "samples_seen": total("samples"),
+        "truncated_samples": total("truncated_samples"),
+        "answer_cut_samples": total("answer_cut_samples"),
+        "answer_dropped_samples": total("answer_dropped_samples"),
+        "skipped_steps": sum(bool(r.get("skipped")) for r in recs),
+        "answer_tokens": total("answer_tokens"),
+        "answer_tokens_kept": total("answer_tokens_kept"),
         "train_wall_s_this_session": wall,
         "resumed_from": _portable(resume_from) if resume_from else None,
         "adapter_dir" if cfg.mode != "full" else "model_dir": _portable(adapter),
@@ -348,14 +404,27 @@ def summarise(run: Path, cfg: TrainConfig, quant: str, device: torch.device,
 @torch.no_grad()
 def answer_loss(model, dataset: tud.Dataset, indices: Iterable[int],
                 supervise_prompt_tokens: bool = False) -> float:
-    """Mean answer-token loss of `model` (adapter attached) on dataset items (eval mode)."""
+    """Mean answer-token loss of `model` (adapter attached) on dataset items (eval mode), over
+    the items whose answer survives the token budget; the others are left out and counted in a
+    printed warning (``TrainError`` when none survives)."""
     builder = SampleBuilder(model, supervise_prompt_tokens)
     model.eval()
-    losses = []
+    losses, dropped = [], []
     for i in indices:
         s = builder(dataset[i])
         out = model.forward(s["visual"], [s["input_ids"]], [s["labels"]])
-        losses.append(float(out.loss))
+        if out.num_tokens:
+            losses.append(float(out.loss))
+        else:
+            dropped.append(i)
+    if dropped:
+        print(f"warning: answer loss over {len(losses)} of {len(losses) + len(dropped)} items: "
+              f"items {dropped[:10]} have no answer token left within the token budget",
+              file=sys.stderr)
+    if not losses:
+        raise TrainError(f"answer loss: every item's answer is cut by the token budget "
+                         f"(tokenizer_model_max_length {model.config.tokenizer_model_max_length});"
+                         " fix: fewer scenes or options, or a checkpoint with a larger budget")
     return float(np.mean(losses))
 
 
@@ -366,12 +435,13 @@ def heldout_losses(cfg: TrainConfig, metrics: Mapping[str, Any], n: int) -> dict
     held = pseudo_video_dataset(dataclasses.replace(cfg, split="val", n=n, seed=cfg.seed + 1))
     idx = range(min(n, len(held)))
     quant = "nf4" if metrics["quantization"] == "nf4" else "none"
-    if cfg.mode == "full":  # a complete checkpoint, towers included
+    layout = {"token_layout": cfg.token_layout, "layout_seed": cfg.seed}
+    if cfg.mode == "full":  # a complete checkpoint, towers included (already in its layout)
         tuned = longvu.load(paths.absolute(metrics["model_dir"]))
     else:
         tuned = longvu.load(cfg.model, quantization=quant,
-                            adapter=paths.absolute(metrics["adapter_dir"]))
-    return {"base": answer_loss(longvu.load(cfg.model, quantization=quant), held, idx),
+                            adapter=paths.absolute(metrics["adapter_dir"]), **layout)
+    return {"base": answer_loss(longvu.load(cfg.model, quantization=quant, **layout), held, idx),
             "tuned": answer_loss(tuned, held, idx)}
 
 
@@ -381,7 +451,8 @@ def result_row(params: Mapping[str, Any], metrics: Mapping[str, Any],
     parameters, the training metrics and ``heldout_losses``."""
     p, m = params, metrics
     return {"run": p["RUN_NAME"], "profile": p["PROFILE"], "backbone": p["BACKBONE"],
-            "mode": p["MODE"], "quantization": m["quantization"], "questions": p["QUESTIONS"],
+            "mode": p["MODE"], "quantization": m["quantization"],
+            "source": p.get("SOURCE", "coco"), "questions": p["QUESTIONS"],
             "S": p["S"], "F": p["F"], "N": p["N"], "steps": m["steps"],
             "first_loss": m["first_loss"], "last_loss": m["last_loss"],
             "heldout_base": heldout["base"], "heldout_tuned": heldout["tuned"],
@@ -396,10 +467,18 @@ def main(argv: list[str] | None = None) -> int:
     add_train_arguments(ap)
     ap.add_argument("--resume", action="store_true")
     a = ap.parse_args(argv)
-    m = train(TrainConfig.from_args(a), resume=a.resume)
+    try:
+        paths.writable_dir(a.out, "--out")
+        m = train(TrainConfig.from_args(a), resume=a.resume)
+    except (TrainError, OutputPathError, coco.CocoError, FileExistsError, FileNotFoundError,
+            longvu.LongVULoadError) as e:  # each names the file or flag and the fix
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if m:
-        print(json.dumps({k: m[k] for k in ("first_loss", "last_loss", "steps", "quantization",
-                                            "peak_memory_bytes", "time_per_sample_s")}))
+        print(json.dumps({k: m[k] for k in (
+            "first_loss", "last_loss", "steps", "quantization", "peak_memory_bytes",
+            "time_per_sample_s", "samples_seen", "truncated_samples", "answer_cut_samples",
+            "answer_dropped_samples", "skipped_steps")}))
     return 0
 
 

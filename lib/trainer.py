@@ -1,7 +1,14 @@
 """The Hugging Face Trainer wired for LongVU: answer-only loss (``LongVU.forward`` runs lm_head at
 label rows only), adapter checkpoints with a completion flag, one ``log.jsonl`` line per
-optimizer step (loss, lr, grad norm, data wait, compute, tokens/s, peak memory, bad samples) and
-a wall-clock budget that saves and stops.
+optimizer step (loss, lr, grad norm, data wait, compute, tokens/s, peak memory, bad samples,
+answer truncation) and a wall-clock budget that saves and stops.
+
+Answers cut by the token budget: a sample whose prompt and visual tokens fill the checkpoint's
+``tokenizer_model_max_length`` loses the tail of its sequence, its answer. The loss of an
+optimizer step is the mean over the answer tokens that survive, across all its samples (as HF
+does with ``num_items_in_batch``); a sample with no answer token left is dropped (counted,
+warned about once); a step with none left makes no update and logs ``loss: null``
+(``skipped``). A non-finite loss or gradient norm stops the run with ``TrainError``.
 
 Used by ``lib.train`` (notebook 03, the ``python -m lib.train`` CLI, ``lib.demo_stages``).
 """
@@ -9,11 +16,12 @@ Used by ``lib.train`` (notebook 03, the ``python -m lib.train`` CLI, ``lib.demo_
 from __future__ import annotations
 
 import json
+import math
 import resource
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.utils.data as tud
 from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -24,6 +32,11 @@ from lib.adapters import load_weights, save_adapter
 from lib.config import TrainConfig
 
 COMPLETE_FLAG = "checkpoint_is_complete.flag"
+
+
+class TrainError(ValueError):
+    """A run that cannot go on as asked (bad input, a non-finite loss, no answer token left);
+    the message names the item and the fix. ``python -m lib.train`` prints it as one line."""
 
 
 def training_arguments(cfg: TrainConfig, output_dir: Path, max_steps: int, accum: int,
@@ -68,13 +81,17 @@ def build_trainer(model, cfg: TrainConfig, args: TrainingArguments, data: tud.Da
 
 
 class LongVUTrainer(Trainer):
-    """HF Trainer on a LongVU model: answer-only loss, adapter checkpoints, data timing."""
+    """HF Trainer on a LongVU model: the mean loss over an optimizer step's surviving answer
+    tokens, adapter checkpoints, data timing and truncation counts (see the module docstring)."""
+
+    loss_is_scaled_for_ga = True  # compute_loss divides by the step's answer tokens itself
 
     def __init__(self, *a, mode: str = "qlora", **kw):
         super().__init__(*a, **kw)
         self.mode = mode
-        self.model_accepts_loss_kwargs = False  # loss = mean over a micro-batch's tokens
+        self.model_accepts_loss_kwargs = False
         self.step_stats = _new_stats()
+        self._labels, self._micro_left, self._warned = 1, 0, False
         base = self.model.base_decoder.model
         base.register_forward_pre_hook(self._count_tokens, with_kwargs=True)
 
@@ -82,11 +99,21 @@ class LongVUTrainer(Trainer):
         if module.training and kwargs.get("attention_mask") is not None:
             self.step_stats["tokens"] += int(kwargs["attention_mask"].sum())
 
+    def _global_sum(self, n: int) -> int:
+        if self.accelerator.num_processes == 1:
+            return n
+        return int(self.accelerator.reduce(torch.tensor(n, device=self.args.device), "sum"))
+
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         t = time.perf_counter()
-        out = super().get_batch_samples(epoch_iterator, num_batches, device)
+        batches, n_items = super().get_batch_samples(epoch_iterator, num_batches, device)
         self.step_stats["data_wait"] += time.perf_counter() - t
-        return out
+        # the step's labelled answer tokens (all ranks) scale the loss; `_rescale` corrects it
+        # to the tokens that survive the budget once every micro-batch has run
+        self._labels = max(1, self._global_sum(sum(b["stats"]["answer_tokens"]
+                                                   for b in batches)))
+        self._micro_left = len(batches)
+        return batches, n_items
 
     def _run_epoch(self, model, epoch, *a, **kw):
         # accelerate skips dataset.set_epoch under DDP; pseudo-videos re-draw per epoch
@@ -101,13 +128,62 @@ class LongVUTrainer(Trainer):
         s["frames"] += stats["frames"]
         s["bad"] += stats["bad"]
         s["errors"].extend(stats["errors"][:3])
-        out = model(visual=inputs["visual"], input_ids=inputs["input_ids"],
-                    labels=inputs["labels"], attention_mask=inputs["attention_mask"])
-        if out.num_tokens:
-            s["losses"].append(float(out.loss.detach()))
-        else:  # the token budget cut the answer off: no signal from this micro-batch
-            s["truncated"] += 1
-        return (out.loss, out) if return_outputs else out.loss
+        s["samples"] += len(inputs["input_ids"])
+        total = None
+        for i in range(len(inputs["input_ids"])):  # one sample at a time: its surviving tokens
+            out = model(visual=inputs["visual"][i:i + 1], input_ids=inputs["input_ids"][i:i + 1],
+                        labels=inputs["labels"][i:i + 1],
+                        attention_mask=inputs["attention_mask"][i:i + 1])
+            self._account(out, stats, i)
+            part = out.loss * out.num_tokens if out.num_tokens else out.loss  # 0, with a graph
+            total = part if total is None else total + part
+        loss = total * self.accelerator.num_processes / self._labels
+        return (loss, out) if return_outputs else loss
+
+    def _account(self, out, stats: dict, i: int) -> None:
+        s, kept, want = self.step_stats, out.num_tokens, stats["label_counts"][i]
+        what = f"sample {stats['sample_ids'][i]} ({stats['question_types'][i]})"
+        value = float(out.loss.detach())
+        if kept and not math.isfinite(value):
+            raise TrainError(
+                f"step {self.state.global_step + 1}: the loss is {value} on {what}; the run is "
+                "stopped before this step's update and nothing of it is logged or saved. Fix: "
+                "lower the learning rate (--lr / LR) and resume from the last checkpoint "
+                "(--resume), or check the start checkpoint if this is step 1")
+        s["kept"] += kept
+        s["loss_sum"] += value * kept
+        if kept == 0:
+            s["dropped"] += 1
+            if not self._warned:
+                self._warned = True
+                cfg = self.accelerator.unwrap_model(self.model).config
+                print(f"warning: {what}: its prompt and visual tokens fill the checkpoint's "
+                      f"budget (tokenizer_model_max_length {cfg.tokenizer_model_max_length}), "
+                      "so its whole answer is cut off; it is dropped from the loss and counted "
+                      "(answer_dropped_samples in log.jsonl and metrics.json). Fix: fewer "
+                      "scenes (--S) or options, or a checkpoint with a larger budget",
+                      file=sys.stderr, flush=True)
+        elif kept < want:
+            s["cut"] += 1
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self._micro_left -= 1
+        if self._micro_left == 0:  # the step's gradients are complete (and synced)
+            self._rescale(model)
+        return loss
+
+    def _rescale(self, model) -> None:
+        """Gradients over the labelled answer tokens -> mean over the surviving ones."""
+        kept = self._global_sum(self.step_stats["kept"])
+        params = [p for p in model.parameters() if p.grad is not None]
+        if kept == 0:  # no answer token left: the optimizer skips parameters without a grad
+            for p in params:
+                p.grad = None
+            self.step_stats["skipped"] = True
+        elif kept != self._labels:
+            for p in params:
+                p.grad.mul_(self._labels / kept)
 
     def _save(self, output_dir=None, state_dict=None):
         if self.args.should_save:
@@ -137,12 +213,16 @@ class StepLog(TrainerCallback):
         wall = now - self.t_last
         self.t_last = now
         self.pending = {
-            "step": state.global_step, "loss": float(np.mean(s["losses"])) if s["losses"]
-            else float("nan"), "step_time_s": wall, "data_wait_s": s["data_wait"],
+            "step": state.global_step,
+            "loss": s["loss_sum"] / s["kept"] if s["kept"] else None,  # None: no answer token
+            "step_time_s": wall, "data_wait_s": s["data_wait"],
             "compute_s": wall - s["data_wait"], "tokens": s["tokens"],
             "tokens_per_s": s["tokens"] / wall if wall > 0 else 0.0,
-            "answer_tokens": s["answer_tokens"], "frames": s["frames"],
-            "bad_samples": s["bad"], "truncated_samples": s["truncated"],
+            "samples": s["samples"], "answer_tokens": s["answer_tokens"],
+            "answer_tokens_kept": s["kept"],
+            "frames": s["frames"], "bad_samples": s["bad"],
+            "truncated_samples": s["cut"] + s["dropped"], "answer_cut_samples": s["cut"],
+            "answer_dropped_samples": s["dropped"], "skipped": s["skipped"],
             "peak_memory_bytes": _peak_memory(self.device),
             "quantization": self.quant, "epoch": state.epoch}
         if s["errors"]:
@@ -160,16 +240,40 @@ class StepLog(TrainerCallback):
         self.pending = None
         rec["lr"] = logs.get("learning_rate")
         rec["grad_norm"] = logs.get("grad_norm")
+        if rec["grad_norm"] is not None and not math.isfinite(rec["grad_norm"]):
+            raise TrainError(f"step {rec['step']}: the gradient norm is {rec['grad_norm']} "
+                             f"(loss {rec['loss']}); the run is stopped before this step is "
+                             "logged or saved. Fix: lower the learning rate (--lr / LR) and "
+                             "resume from the last checkpoint (--resume)")
         self.records.append(rec)
         if state.is_world_process_zero:
             with open(self.path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             if rec["step"] % self.every == 0 or rec["step"] == 1 \
                     or rec["step"] == state.max_steps:
-                print(f"step {rec['step']:>5}/{state.max_steps}  loss {rec['loss']:.4f}  "
+                loss = "   n/a" if rec["loss"] is None else f"{rec['loss']:.4f}"
+                cut = (f"  answers cut {rec['answer_cut_samples']}, dropped "
+                       f"{rec['answer_dropped_samples']}" if rec["truncated_samples"] else "")
+                print(f"step {rec['step']:>5}/{state.max_steps}  loss {loss}  "
                       f"lr {rec['lr']:.2e}  {rec['step_time_s']:.2f}s/step "
                       f"(data {rec['data_wait_s']:.2f}s)  {rec['tokens_per_s']:.0f} tok/s  "
-                      f"peak {rec['peak_memory_bytes'] / 2**30:.2f} GiB", flush=True)
+                      f"peak {rec['peak_memory_bytes'] / 2**30:.2f} GiB{cut}"
+                      + ("  (no answer token left: no update)" if rec["skipped"] else ""),
+                      flush=True)
+
+
+def report_truncation(run: Path, m: dict, budget: int) -> None:
+    """The run's answer truncation (``lib.train.summarise``'s metrics) on stdout;
+    ``TrainError`` if no step had an answer token left."""
+    print(f"answer truncation: {m['truncated_samples']} of {m['samples_seen']} samples lost "
+          f"answer tokens ({m['answer_cut_samples']} partly cut, {m['answer_dropped_samples']} "
+          f"dropped entirely); {m['skipped_steps']} of {m['steps']} steps had no answer token "
+          f"left and made no update (budget tokenizer_model_max_length {budget})", flush=True)
+    if m["steps"] and m["skipped_steps"] == m["steps"]:
+        raise TrainError(f"{run}: no answer token survived the token budget ({budget}) in any "
+                         "step, so nothing was trained (counts in metrics.json); fix: fewer "
+                         "scenes (--S) or options, or a checkpoint with a larger budget")
+
 
 class Checkpoints(TrainerCallback):
     """Completion flag after each checkpoint write; wall-clock budget -> save and stop."""
@@ -195,8 +299,9 @@ class Checkpoints(TrainerCallback):
 
 
 def _new_stats() -> dict:
-    return {"data_wait": 0.0, "tokens": 0, "answer_tokens": 0, "frames": 0, "bad": 0,
-            "truncated": 0, "errors": [], "losses": []}
+    return {"data_wait": 0.0, "tokens": 0, "samples": 0, "answer_tokens": 0, "frames": 0,
+            "bad": 0, "kept": 0, "loss_sum": 0.0, "cut": 0, "dropped": 0, "skipped": False,
+            "errors": []}
 
 
 def _peak_memory(device: torch.device) -> int:

@@ -1,4 +1,4 @@
-"""TVBench-layout benchmarks: tasks, questions, loading and validation, conditions, the writer.
+"""TVBench-layout benchmarks: tasks, questions, loading and validation, the writer.
 
 Used by notebook 00 (checks real TVBench and the generated MiniTVBench with the same code),
 notebook 02 (the held-out pseudo-video export), and by notebooks 01 and 04 through
@@ -6,13 +6,19 @@ notebook 02 (the held-out pseudo-video export), and by notebooks 01 and 04 throu
 on-disk layout is TVBench's (MVBench format)::
 
     DIR/json/<task>.json      list of {video, question, candidates, answer[, start, end]}
+                              (real TVBench adds question_id, accurate_start/accurate_end)
     DIR/video/<task>/<video>  .mp4 / .MP4 / .avi
 
-``write_benchmark`` is the one writer of that layout (MiniTVBench, pseudo-video export).
-Conditions (normal, shuffled with a seed, reversed, static, blind) are applied to a sampled
-frame stack (sampling itself is ``lib.video``'s).
+Every item is checked (types, distinct candidates, at most 26, the answer equal to exactly one,
+finite bounds, unique question_ids), every video name must stay inside its task folder, and
+``validate`` / ``open_benchmark`` open every video once (``lib.video.probe``) so an empty or
+corrupt file is named before a model loads.
 
-CLI (its body is ``lib.evaluate.main``)::
+``write_benchmark`` is the one writer of that layout (MiniTVBench, pseudo-video export).
+Conditions (normal, shuffled with a seed, reversed, static, blind) live in ``lib.conditions``;
+sampling is ``lib.video``'s.
+
+CLI (its body is ``lib.eval_cli.main``)::
 
     python -m lib.tvbench eval --model PATH_OR_ID --data DIR --condition normal --scoring paper \\
         --out RUN_DIR [--limit N]
@@ -24,12 +30,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-import numpy as np
+from lib.video import WINDOW_TOLERANCE_S, VideoError, probe
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,9 @@ class Question:
     answer_index: int
     start: float | None = None
     end: float | None = None
+    question_id: str | None = None  # real TVBench's action_sequence ids (Sequence_T3_1983)
+    accurate_start: float | None = None  # real action_localization: the action inside the window
+    accurate_end: float | None = None
 
 
 @dataclass
@@ -97,6 +107,8 @@ class BenchmarkReport:
     missing_videos: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     release: str | None = None
+    # bounded items whose window ends after their video (evaluation counts them as short video)
+    window_overruns: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -129,8 +141,15 @@ def task_table(root: Path | str) -> list[Task]:
 
 
 def video_path(root: Path | str, task: str, video: str) -> Path:
-    """Where a task's video lives in the layout: ``root/video/<task>/<video>``."""
-    return Path(root) / "video" / task / video
+    """Where a task's video lives in the layout: ``root/video/<task>/<video>``. A name that
+    would leave that folder (absolute, ``..``, empty) raises ``BenchmarkError``."""
+    folder = Path(root) / "video" / task
+    parts = PurePosixPath(video).parts if isinstance(video, str) else ()
+    if (not isinstance(video, str) or "\x00" in video or video.startswith(("/", "\\"))
+            or not parts or ".." in parts or parts == (".",)):
+        raise BenchmarkError(f"video name {video!r} points outside {folder}/; a video must be a "
+                             f"file name inside video/{task}/ (fix the json item)")
+    return folder / video
 
 
 def write_benchmark(root: Path | str, tasks: Sequence[Task], items: dict[str, list[dict]]
@@ -159,6 +178,60 @@ def resolve_video(root: Path, task: str, video: str) -> Path | None:
     return None
 
 
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _item_problem(root: Path, it, task: Task) -> str | None:
+    """What is wrong with one json item (None if nothing), with the fix."""
+    if not isinstance(it, dict):
+        return f"expected an object, got {type(it).__name__}"
+    need = ["video", "question", "candidates", "answer"] + (["start", "end"] if task.bound else [])
+    lacking = [k for k in need if k not in it]
+    if lacking:
+        return f"missing field(s) {lacking}" + (
+            " (bounded tasks need start/end in seconds)" if {"start", "end"} & set(lacking)
+            else "")
+    for k in ("video", "question", "answer"):
+        if not isinstance(it[k], str) or not it[k].strip():
+            return f"{k!r} must be a non-empty string, got {it[k]!r}"
+    try:
+        video_path(root, task.key, it["video"])
+    except BenchmarkError as e:
+        return str(e)
+    cands = it["candidates"]
+    if not isinstance(cands, list) or not 2 <= len(cands) <= len(LETTERS):
+        return (f"'candidates' must be a list of 2 to {len(LETTERS)} options (at most "
+                f"{len(LETTERS)}: one letter each), got "
+                + (f"{len(cands)}" if isinstance(cands, list) else type(cands).__name__))
+    if not all(isinstance(c, str) and c.strip() for c in cands):
+        return f"'candidates' must all be non-empty strings, got {cands}"
+    seen: dict[str, int] = {}
+    for j, c in enumerate(cands):
+        if c.strip() in seen:
+            return (f"repeats candidate {c!r} (options {seen[c.strip()]} and {j}); chance and "
+                    "the letters would be wrong: remove the repeat")
+        seen[c.strip()] = j
+    hits = [j for j, c in enumerate(cands) if c == it["answer"]]
+    if len(hits) != 1:
+        return (f"answer {it['answer']!r} appears {len(hits)} times among candidates {cands}; "
+                "it must equal exactly one candidate.")
+    if task.bound and not (_number(it["start"]) and _number(it["end"])
+                           and 0 <= it["start"] < it["end"]):
+        return (f"bounds start={it['start']!r} end={it['end']!r} are not finite numbers with "
+                "0 <= start < end (seconds).")
+    acc = [it.get("accurate_start"), it.get("accurate_end")]
+    for k, v in zip(("accurate_start", "accurate_end"), acc):
+        if v is not None and not _number(v):
+            return f"{k}={v!r} is not a finite number of seconds"
+    if None not in acc and acc[0] > acc[1]:
+        return f"accurate_start {acc[0]} is after accurate_end {acc[1]}"
+    qid = it.get("question_id")
+    if qid is not None and (not isinstance(qid, str) or not qid.strip()):
+        return f"question_id must be a non-empty string, got {qid!r}"
+    return None
+
+
 def load_task(root: Path | str, task: Task, problems: list[str] | None = None,
               missing: list[str] | None = None) -> list[Question]:
     """Read and check one ``json/<task>.json``; problems and missing videos are appended, not
@@ -175,47 +248,67 @@ def load_task(root: Path | str, task: Task, problems: list[str] | None = None,
     if not isinstance(items, list):
         problems.append(f"{path}: expected a JSON list of questions, got {type(items).__name__}.")
         return []
+    if not items:
+        problems.append(f"{path}: holds no questions; re-download the annotations, or delete "
+                        "the file to leave the task out.")
+        return []
     out = []
+    ids: dict[str, int] = {}
     for i, it in enumerate(items):
         where = f"{path} item {i}"
-        need = (["video", "question", "candidates", "answer"]
-                + (["start", "end"] if task.bound else []))
-        lacking = [k for k in need if k not in it]
-        if lacking:
-            problems.append(f"{where}: missing field(s) {lacking}" + (
-                " (bounded tasks need start/end in seconds)" if {"start", "end"} & set(lacking)
-                else ""))
+        problem = _item_problem(root, it, task)
+        if problem:
+            problems.append(f"{where}: {problem}")
             continue
-        cands = it["candidates"]
-        if not isinstance(cands, list) or len(cands) < 2:
-            problems.append(f"{where}: 'candidates' must be a list of at least 2 options.")
-            continue
-        hits = [j for j, c in enumerate(cands) if c == it["answer"]]
-        if len(hits) != 1:
-            problems.append(f"{where}: answer {it['answer']!r} appears {len(hits)} times among "
-                            f"candidates {cands}; it must equal exactly one candidate.")
-            continue
-        start = end = None
-        if task.bound:
-            start, end = it["start"], it["end"]
-            if not (isinstance(start, (int, float)) and isinstance(end, (int, float))
-                    and 0 <= start < end):
-                problems.append(f"{where}: bounds start={start!r} end={end!r} are not "
-                                "0 <= start < end (seconds).")
-                continue
-            start, end = float(start), float(end)
         video = resolve_video(root, task.key, it["video"])
+        qid = it.get("question_id")
+        if qid is not None and qid in ids:
+            problems.append(f"{where}: question_id {qid!r} repeats item {ids[qid]}; "
+                            "question_ids must be unique within a task.")
+            continue
+        if qid is not None:
+            ids[qid] = i
         if video is None:
             missing.append(f"video/{task.key}/{it['video']}")
-            video = root / "video" / task.key / it["video"]
-        out.append(Question(task.key, i, it["video"], video, it["question"], tuple(cands),
-                            hits[0], start, end))
+            video = video_path(root, task.key, it["video"])
+        start, end = (float(it["start"]), float(it["end"])) if task.bound else (None, None)
+        acc = [None if it.get(k) is None else float(it[k])
+               for k in ("accurate_start", "accurate_end")]
+        out.append(Question(task.key, i, it["video"], video, it["question"], tuple(it[
+            "candidates"]), it["candidates"].index(it["answer"]), start, end, qid, *acc))
     return out
+
+
+def probe_videos(questions: Sequence[Question]) -> tuple[list[str], dict[str, str]]:
+    """Open every present video once: (problems: files PyAV cannot read, short windows:
+    sample_id -> why, for bounded items whose end lies more than ``WINDOW_TOLERANCE_S`` after
+    their video's and for 1-frame videos)."""
+    problems: list[str] = []
+    overruns: dict[str, str] = {}
+    info: dict[Path, tuple[int, float] | None] = {}
+    for q in questions:
+        if q.video_path not in info and q.video_path.exists():
+            try:
+                info[q.video_path] = probe(q.video_path)
+            except VideoError as e:
+                info[q.video_path] = None
+                problems.append(f"{q.task}.json item {q.index}: {e}")
+        got = info.get(q.video_path)
+        where = f"json/{q.task}.json item {q.index} (video/{q.task}/{q.video})"
+        if got and q.end is not None and q.end - got[0] / got[1] > WINDOW_TOLERANCE_S:
+            overruns[sample_id(q)] = (f"{where}: end {q.end:g} s is past the video's "
+                                      f"{got[0] / got[1]:.2f} s")
+        elif got and got[0] == 1:
+            overruns[sample_id(q)] = f"{where}: the video has 1 frame"
+    return problems, overruns
 
 
 def validate(root: Path | str, release: str | None = None,
              raise_on_error: bool = True) -> BenchmarkReport:
-    """Check every task file and video; with ``release`` also the known per-task counts.
+    """Check every task file and video (each is opened once); with ``release`` also the known
+    per-task counts. Windows that end after their video and 1-frame videos are listed in
+    ``window_overruns`` (not a problem here: evaluation counts them and, by default, refuses
+    them).
 
     Raises ``BenchmarkError`` listing every problem and every missing video (all of them, so one
     download fixes the lot) unless ``raise_on_error`` is False.
@@ -227,6 +320,9 @@ def validate(root: Path | str, release: str | None = None,
         qs = load_task(root, task, report.problems, report.missing_videos)
         report.tasks[task.key] = len(qs)
         report.videos[task.key] = len({q.video_path for q in qs if q.video_path.exists()})
+        bad, overruns = probe_videos(qs)
+        report.problems.extend(bad)
+        report.window_overruns.extend(overruns.values())
     if release is not None:
         if release not in RELEASES:
             raise BenchmarkError(f"unknown release {release!r}; known: {sorted(RELEASES)}")
@@ -265,6 +361,8 @@ class Benchmark:
     skipped: list[Question] = field(default_factory=list)  # missing video, on_missing="skip"
     release: str | None = None
     json_sha256: dict[str, str] = field(default_factory=dict)
+    # sample_id -> why its frames will fall short (window past the video's end, 1-frame video)
+    short_windows: dict[str, str] = field(default_factory=dict)
 
     def task(self, key: str) -> Task:
         return next(t for t in self.tasks if t.key == key)
@@ -293,7 +391,9 @@ def open_benchmark(root: Path | str, tasks: Sequence[str] | None = None,
     raises listing every missing file unless ``on_missing="skip"``, which drops those questions
     and keeps them in ``Benchmark.skipped``; no frame is ever substituted. ``release="auto"``
     checks the revised TVBench counts when the folder looks like TVBench; pass None to evaluate
-    another version. ``require_videos=False`` (scoring from predictions) ignores videos.
+    another version. ``require_videos=False`` (scoring from predictions) ignores videos;
+    otherwise every present video is opened once: an unreadable one is a problem, and windows
+    past a video's end and 1-frame videos are listed in ``Benchmark.short_windows``.
     """
     if on_missing not in ON_MISSING:
         raise ValueError(f"on_missing must be one of {ON_MISSING}, got {on_missing!r}")
@@ -325,6 +425,10 @@ def open_benchmark(root: Path | str, tasks: Sequence[str] | None = None,
                 problems.append(f"{root}/json/{t.key}.json: {counts.get(t.key, 0)} valid questions"
                                 f", {release} has {t.n}; wrong version or broken items (pass "
                                 "release=None / --release none to evaluate another version).")
+    short: dict[str, str] = {}
+    if require_videos:
+        bad, short = probe_videos(questions)
+        problems.extend(bad)
     if problems:
         raise BenchmarkError(f"{root}: benchmark is not usable:\n  " + "\n  ".join(problems))
     skipped: list[Question] = []
@@ -336,7 +440,7 @@ def open_benchmark(root: Path | str, tasks: Sequence[str] | None = None,
                 + "\n    ".join(missing) + "\n" + TVBENCH_DOWNLOAD.format(root=root))
         skipped = [q for q in questions if not q.video_path.exists()]
         questions = [q for q in questions if q.video_path.exists()]
-    return Benchmark(root, table, questions, skipped, release, sha)
+    return Benchmark(root, table, questions, skipped, release, sha, short)
 
 
 def load(root: Path | str, tasks: list[str] | None = None, on_missing: str = "error"
@@ -363,63 +467,11 @@ def sample_id(q: Question) -> str:
     return f"{q.task}/{q.index}"
 
 
-# ---------------------------------------------------------------------------------------------
-# Conditions
-
-
-CONDITIONS = ("normal", "shuffled", "reversed", "static", "blind")
-BLIND_SIZE = 1024  # the paper's "single black frame" control is one 1024x1024 black frame
-
-
-def condition_units(conditions: Iterable[str], seeds: Sequence[int] = (0,)
-                    ) -> list[tuple[str, int | None]]:
-    """(condition, seed) pairs to run: every seed for ``shuffled``, seed None otherwise."""
-    out: list[tuple[str, int | None]] = []
-    for c in conditions:
-        if c not in CONDITIONS:
-            raise ValueError(f"unknown condition {c!r}; choose from {CONDITIONS}")
-        out.extend([(c, int(s)) for s in seeds] if c == "shuffled" else [(c, None)])
-    return list(dict.fromkeys(out))
-
-
-def _stable_int(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
-
-
-def apply_condition(frames: np.ndarray, condition: str, seed: int | None = None,
-                    key: str = "") -> tuple[np.ndarray, list[int] | None]:
-    """The frames a model sees under ``condition`` and the order used (None for blind).
-
-    shuffled: a permutation drawn from (seed, key), so every question gets its own order, the
-    same one on every run and process (the paper's shuffle was unseeded).
-    """
-    t = len(frames)
-    if condition == "normal":
-        return frames, list(range(t))
-    if condition == "shuffled":
-        if seed is None:
-            raise ValueError("the shuffled condition needs a seed")
-        perm = np.random.default_rng([int(seed), _stable_int(key)]).permutation(t)
-        return frames[perm], perm.tolist()
-    if condition == "reversed":
-        return frames[::-1].copy(), list(range(t - 1, -1, -1))
-    if condition == "static":
-        return np.repeat(frames[:1], t, axis=0), [0] * t
-    if condition == "blind":
-        return np.zeros((1, BLIND_SIZE, BLIND_SIZE, 3), np.uint8), None
-    raise ValueError(f"unknown condition {condition!r}; choose from {CONDITIONS}")
-
-
-def unit_label(condition: str, seed: int | None) -> str:
-    """``condition``, or ``condition@seed`` for a seeded one (``shuffled@0``)."""
-    return condition if seed is None else f"{condition}@{seed}"
-
-
 if __name__ == "__main__":
     import sys
 
-    # Only when run as a script: lib.evaluate imports this module, so the CLI body lives there
+    # Only when run as a script: lib.eval_cli imports this module, so the CLI body lives there
     # and no import cycle exists at module level.
-    from lib.evaluate import main
+    from lib.eval_cli import main
 
     sys.exit(main())

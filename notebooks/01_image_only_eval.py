@@ -54,11 +54,13 @@ PROFILE = "demo"  # demo | smoke: tiny LongVU on MiniTVBench; full: official che
 BACKBONE = "qwen"  # qwen (Qwen2-7B) | llama (Llama3.2-3B)
 IMAGE_CHECKPOINT = None  # None: LongVU_<backbone>_img (full) or a tiny image-stage model
 VIDEO_CHECKPOINT = None  # None: LongVU_<backbone> (full) or a tiny video-stage model
+IMAGE_TOKEN_LAYOUT = None  # None: its own; "video": the paper's layout for the _img model (full)
 DATA_DIR = None  # None: MiniTVBench (demo/smoke) or <data dir>/tvbench (full)
 LIMIT = None  # first N questions of each task (None: all)
 SHUFFLE_SEEDS = [0, 1, 2]  # one shuffled run per seed
 SCORING = "paper"  # paper | strict | letter | option
 ON_MISSING = "error"  # error | skip: questions whose video is missing (never a black frame)
+ON_SHORT_VIDEO = "fail"  # fail | report: frames short of the window or video (stop | count)
 N_BOOT = 2000  # bootstrap resamples for the CIs
 WORKERS = None  # DataLoader decode workers (None: cores - 1)
 FRAME_CACHE = True  # cache decoded clips in outputs/04_tvbench_eval/_shared/frames (all runs)
@@ -88,8 +90,10 @@ print(f"{data_dir}: {len(bench.questions)} questions, release check: {bench.rele
 
 # %%
 checkpoints = {"image": IMAGE_CHECKPOINT, "video": VIDEO_CHECKPOINT}
+layouts = {"image": IMAGE_TOKEN_LAYOUT, "video": None}
 models = [lib.models.ModelSpec(f"{stage}-trained", ckpt or lib.profiles.start_checkpoint(
-    PROFILE, BACKBONE, stage, SEED)) for stage, ckpt in checkpoints.items()]
+    PROFILE, BACKBONE, stage, SEED), token_layout=layouts[stage], layout_seed=SEED)
+    for stage, ckpt in checkpoints.items()]
 run_dirs = {f"{stage}-trained": run.path("eval", stage) for stage in checkpoints}
 display(pd.DataFrame([{"model": s.label, "checkpoint": s.checkpoint} for s in models]))
 
@@ -158,6 +162,7 @@ lib.results.record_models(results, models, run_dirs, f"01/{RUN_NAME}", data_dir)
 lib.runs.save_metrics(run, {
     "backbone": BACKBONE, "data_dir": lib.paths.relative(data_dir),
     "n": results["image-trained"][normal]["n"], "skipped_missing_video": len(bench.skipped),
+    "short_video": {label: res[normal]["short_video"] for label, res in results.items()},
     "micro": {label: res[normal]["micro"] for label, res in results.items()},
     "micro_ci": {label: res[normal]["micro_ci"] for label, res in results.items()},
     "macro": {label: res[normal]["macro"] for label, res in results.items()},

@@ -22,7 +22,8 @@
 # `lib.pseudo_video` (questions from `lib.questions`, frames from `lib.jitter`), previews a few
 # (static figures, and an interactive player when run live), compares the paper code's question
 # defects (`compat`) with our repaired `fixed` mode, and exports a held-out set in TVBench layout
-# for the evaluator.
+# for the evaluator. `SOURCE = "t2vid"` swaps the images for T2Vid-style text frames (one caption
+# of each scene's image rendered as text, `lib.t2vid`); section 3b shows both side by side.
 
 # %%
 import pandas as pd
@@ -50,6 +51,7 @@ S = 4  # max scenes per video (a per-generator S in QUESTIONS overrides it)
 F = 5  # max frames per scene
 N = 1200  # formations in the table (shared by the generators by weight)
 MODE = "fixed"  # fixed | compat: question defects repaired or reproduced
+SOURCE = "coco"  # coco: scenes show their image | t2vid: one of its captions rendered as text
 JITTER = "mild"  # mild | strong | none
 SIZE = None  # None: the video's max H, W (the paper); or [H, W]
 SEEDING = "global"  # global | per-rank (the paper's seed + rank)
@@ -80,7 +82,7 @@ display(pd.DataFrame({"caption": index.captions[index.image_ids[0]]}))
 
 # %%
 specs = lib.questions.parse_mix(QUESTIONS, N, S, F)
-source = pv.PseudoVideoSource(index, specs, SEED, MODE, SEEDING)
+source = pv.PseudoVideoSource(index, specs, SEED, MODE, SEEDING, source=SOURCE)
 display(pd.DataFrame([vars(x) | {"scene_range": x.scene_range} for x in specs]))
 firsts = source.first_per_type()
 display(pd.DataFrame([source.sample(i).record() for i in firsts])[
@@ -97,6 +99,24 @@ for i in firsts[:N_PREVIEWS]:
     fig = lib.preview.static_preview(s, source.frames(s, JITTER, size))
     lib.plots.save_figure(fig, f"02_preview_{s.question_type}")
 display(fig)
+
+# %% [markdown]
+# ## 3b. Image frames against text frames (T2Vid)
+# The same read from both sources: formation, question, options and jitter are identical, only
+# the pixels differ. A t2vid scene shows one caption of its image as text, on a seeded colour
+# pair, font size and layout; it is a caption the question and its options do not quote (when
+# the image has one), so the text in the frame never matches an option word for word.
+
+# %%
+sources = {name: pv.PseudoVideoSource(index, specs, SEED, MODE, SEEDING, source=name)
+           for name in pv.SOURCES}
+fig = lib.preview.source_preview(sources, firsts[0], JITTER, size)
+lib.plots.save_figure(fig, "02_sources")
+display(fig)
+read = sources["t2vid"].sample(firsts[0])
+display(pd.DataFrame({"quoted by the question": read.captions,
+                      "rendered (t2vid)": read.rendered_captions,
+                      "caption index": read.rendered_caption_index}))
 
 # %% [markdown]
 # ## 4. Interactive preview (live kernels only)
@@ -135,7 +155,7 @@ export_counts = {}
 if EXPORT_N:
     val = lib.coco.CaptionIndex.from_root(root, "val")
     held_out = pv.PseudoVideoSource(val, lib.questions.parse_mix(QUESTIONS, EXPORT_N, S, F),
-                                    SEED, MODE)
+                                    SEED, MODE, source=SOURCE)
     export_dir = run.path("pseudo_tvbench")
     export_counts = pv.export_tvbench(held_out, export_dir, jitter=JITTER, size=size)
     report = lib.tvbench.validate(export_dir)
@@ -147,6 +167,7 @@ if EXPORT_N:
 # %%
 lib.runs.save_metrics(run, {
     "coco_root": lib.paths.relative(root),
+    "source": SOURCE,
     "num_images": len(index),
     "num_samples": len(source),
     "mean_frames": float(stats["frames"].mean()),

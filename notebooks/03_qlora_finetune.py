@@ -44,7 +44,9 @@ PROFILE = "demo"  # demo | smoke: tiny LongVU on shapes-COCO; full: official che
 BACKBONE = "qwen"  # qwen (Qwen2-7B) | llama (Llama3.2-3B)
 START_CHECKPOINT = None  # None: the START_STAGE checkpoint (official in full, tiny in demo)
 START_STAGE = "image"  # image: LongVU_<backbone>_img (the paper); video: the video-trained model
+TOKEN_LAYOUT = None  # None: the start's own; "video": an _img start in the paper's layout (full)
 COCO_DIR = None  # None: shapes-COCO for demo/smoke, <data dir>/coco for full
+SOURCE = "coco"  # coco: scenes show their image | t2vid: a caption rendered as text (lib.t2vid)
 QUESTIONS = "R1"  # question mix, see lib.questions.parse_mix (per-type S and F allowed)
 S = 4  # max scenes per video
 F = 5  # max frames per scene
@@ -77,7 +79,9 @@ print("start checkpoint:", start, "\nCOCO:", coco)
 # %% [markdown]
 # ## 2. Training data
 # Pseudo-videos are drawn on the fly (DataLoader workers on a GPU machine); the loss is computed
-# on the answer tokens only. The run's `TrainConfig` comes from the parameters above.
+# on the answer tokens only. The run's `TrainConfig` comes from the parameters above. With
+# `SOURCE = "t2vid"` every scene shows one caption of its image rendered as text instead of the
+# image (T2Vid, arXiv 2411.19951): the same questions, frame counts and jitter, other pixels.
 
 # %%
 cfg = lib.config.TrainConfig.from_params(params, model=start, out=str(run.dir), coco=str(coco))

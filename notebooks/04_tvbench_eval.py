@@ -54,6 +54,7 @@ PROFILE = "demo"  # demo | smoke: tiny LongVU on MiniTVBench; full: official che
 BACKBONE = "qwen"  # qwen (Qwen2-7B) | llama (Llama3.2-3B)
 BASE_CHECKPOINT = None  # None: the BASE_STAGE checkpoint, what notebook 03 starts from
 BASE_STAGE = "image"  # image | video (Table 4's video-trained start)
+TOKEN_LAYOUT = None  # None: the base's own; "video": an _img base in the paper's layout (full)
 ADAPTERS = []  # adapter dirs or notebook-03 RUN_NAMEs; [] evaluates the base model only
 DATA_DIR = None  # None: MiniTVBench (demo/smoke) or <data dir>/tvbench (full)
 LIMIT = None  # first N questions of each task (None: all)
@@ -61,6 +62,7 @@ CONDITIONS = ["normal", "shuffled", "reversed", "static", "blind"]
 SHUFFLE_SEEDS = [0]  # one shuffled run per seed
 SCORINGS = ["paper", "strict", "likelihood"]  # likelihood means letter and option
 ON_MISSING = "error"  # error | skip: questions whose video is missing (never a black frame)
+ON_SHORT_VIDEO = "fail"  # fail | report: frames short of the window or video (stop | count)
 N_BOOT = 2000  # bootstrap resamples for the CIs
 WORKERS = None  # DataLoader decode workers (None: cores - 1)
 FRAME_CACHE = True  # cache decoded clips in outputs/04_tvbench_eval/_shared/frames (all runs)
@@ -93,7 +95,7 @@ base_ckpt = BASE_CHECKPOINT or lib.profiles.start_checkpoint(PROFILE, BACKBONE, 
 tuned = [lib.profiles.resolve_adapter(a, base_ckpt) for a in ADAPTERS]
 base_quant = tuned[0].quantization if tuned else "none"
 models = [lib.models.ModelSpec("base" + (" (nf4)" if base_quant == "nf4" else ""), base_ckpt,
-                               None, base_quant)] + tuned
+                               None, base_quant, TOKEN_LAYOUT, SEED)] + tuned
 if not tuned:
     print("No adapters were given (ADAPTERS = []): evaluating the base model only, under every "
           "condition and scorer. Pass adapter dirs or notebook-03 run names to compare.")
@@ -190,6 +192,8 @@ lib.runs.save_metrics(run, {
     "ordering_effects": effects,
     "data_dir": lib.paths.relative(data_dir), "models": [vars(m) for m in models],
     "adapters_given": len(tuned), "skipped_missing_video": len(bench.skipped),
+    "short_video": {label: max(m["short_video"] for m in res.values())
+                    for label, res in results.items()},
     "micro": {f"{r.model} | {r.condition}/{r.scoring}": r.micro for r in summary.itertuples()},
     "paired": {k: {"diff": v["micro_diff"], "ci": v["micro_ci"], "p": v["mcnemar_p"]}
                for k, v in diffs.items()},

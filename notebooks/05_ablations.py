@@ -130,10 +130,12 @@ else:
     lib.plots.save_figure(fig, "05_table3_vs_paper")
 
 # %% [markdown]
-# ## 4. Sweeps: the paper's Tables 4-8 and the seed study
+# ## 4. Sweeps: the paper's Tables 4-8, the seed study and image vs text pseudo-videos
 # One table per sweep and profile (the adapters; notebook 04's base rows are the start
 # checkpoint), ablation curves over the swept parameter per task and on average, and each row
-# beside the paper row it reproduces or scales (`paper_row` in the preset).
+# beside the paper row it reproduces or scales (`paper_row` in the preset). The
+# `source-compare` sweep lays R1 training on image pseudo-videos (coco) and on T2Vid-style text
+# pseudo-videos (t2vid) side by side along `SOURCE`.
 
 # %%
 res = abl.sweep_results(csvs["sweeps"], ev, SCORING, csvs["finetune"])

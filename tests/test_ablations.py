@@ -13,7 +13,7 @@ import pytest
 from lib import ablations as abl
 from lib import paper, paths, pipeline, plots, runs, tables
 
-SWEEP_PRESETS = [f"paper-table{i}" for i in range(3, 9)] + ["demo-seeds"]
+SWEEP_PRESETS = [f"paper-table{i}" for i in range(3, 9)] + ["demo-seeds", "source-compare"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,6 +141,26 @@ def test_sweep_results_join_and_ablation_frame():
     assert abl.sweep_results(pd.DataFrame(), ev).empty
     with pytest.raises(KeyError, match="sweeps.csv lacks"):
         abl.sweep_results(sw.drop(columns="params"), ev)
+
+
+def test_categorical_source_axis():
+    """source-compare sweeps along SOURCE (coco | t2vid): positions in sorted order, labels
+    kept, and the ablation figure draws them as tick labels."""
+    import matplotlib.pyplot as plt
+
+    ev, sw = [], []
+    for src, acc in (("t2vid", 41.0), ("coco", 44.0)):
+        run = f"source-compare-demo-{src}"
+        sw.append({"sweep": "source-compare", "profile": "demo", "row": src, "run_name": run,
+                   "params": json.dumps({"SOURCE": src}), "seconds": 1.0})
+        ev += [_eval_row("04", run, f"03:{run}", "normal/letter", acc)]
+    res = abl.sweep_results(pd.DataFrame(sw), abl.evaluations(pd.DataFrame(ev)))
+    curve, axis = abl.ablation_frame(res, "source-compare", "demo")
+    assert axis == "SOURCE" and curve["x_label"].tolist() == ["coco", "t2vid"]
+    assert curve["x"].tolist() == [0.0, 1.0] and curve["micro"].tolist() == [44.0, 41.0]
+    fig = plots.plot_ablation(curve, axis, ["AC", "ST"])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["coco", "t2vid"]
+    plt.close(fig)
 
 
 def test_series_label_prefers_explicit_series():

@@ -37,12 +37,15 @@ def _imports(name: str, f: Path, known: set[str]) -> list[tuple[str, int, bool]]
                     up = package.split(".")[: len(package.split(".")) - child.level + 1]
                     base = ".".join(up + ([child.module] if child.module else []))
                 targets = [f"{base}.{a.name}" for a in child.names] + [base]
+            resolved = set()
             for t in targets:
                 while t and t not in known:
                     t = t.rpartition(".")[0]
                 if t and t != name and t.startswith("lib"):
-                    found.append((t, child.lineno, in_function))
-                    break
+                    resolved.add(t)
+            if len(resolved) > 1:
+                resolved.discard("lib")  # `from lib import a, b`: the modules, not the package
+            found.extend((t, child.lineno, in_function) for t in sorted(resolved))
             if not isinstance(child, ast.If) or not _is_main_guard(child):
                 visit(child, inside)
 

@@ -74,3 +74,24 @@ def test_load_image_errors(smoke_assets, tmp_path):
     idx.image_path(b).write_bytes(idx.image_path(b).read_bytes()[:200])  # truncated JPEG
     with pytest.raises(coco.CocoError, match=rf"image id {b} .*cannot be decoded"):
         idx.load_image(b)
+
+
+@pytest.mark.parametrize("name", ["../val2017/000000000001.jpg", "/etc/passwd", "../../..",
+                                  "sub/../../x.jpg", ""])
+def test_file_names_stay_in_the_image_folder(tmp_path, name):
+    """A file_name that leaves the split's image folder is refused by the validator and the
+    index (it would read any file the process can reach)."""
+    (tmp_path / "val2017").mkdir()
+    (tmp_path / "val2017" / "000000000001.jpg").write_bytes(b"not used")
+    (tmp_path / "train2017").mkdir()
+    images = [_img(1), {**_img(2), "file_name": name}]
+    anns = [{"id": 1, "image_id": 1, "caption": "one"}, {"id": 2, "image_id": 2, "caption": "two"}]
+    f = _write(tmp_path, images, anns)
+    rep = coco.validate_captions(f, tmp_path / "train2017", check_images="none",
+                                 raise_on_error=False)
+    assert any("images[1]" in p and "image id 2" in p and "outside" in p for p in rep.problems)
+    with pytest.raises(coco.CocoError, match=r"image id 2: file_name .* points outside"):
+        coco.CaptionIndex(f, tmp_path / "train2017")
+    with pytest.raises(coco.CocoError, match="outside"):
+        coco.image_file(tmp_path / "train2017", name, 2)
+    assert coco.image_file(tmp_path / "train2017", "a/b.jpg") == tmp_path / "train2017" / "a/b.jpg"

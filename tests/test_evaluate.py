@@ -14,7 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from lib import config, evaluate, metrics, models, paths, profiles, results, tvbench, video
+from lib import (config, eval_cli, evaluate, metrics, models, paths, predictions, profiles,
+                 results, tvbench, video)
 
 PY = sys.executable
 TORCHRUN = os.path.join(os.path.dirname(PY), "torchrun")
@@ -35,8 +36,8 @@ def _cli(*args, env=None, check=True, timeout=300):
 
 
 def _keys(run_dir):
-    return sorted(map(str, (metrics.prediction_key(r)
-                            for r in metrics.read_predictions(run_dir))))
+    return sorted(map(str, (predictions.prediction_key(r)
+                            for r in predictions.read_predictions(run_dir))))
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -71,7 +72,7 @@ def test_eval_spec_from_args_and_params():
     import argparse
 
     ap = argparse.ArgumentParser()
-    evaluate.add_eval_args(ap)
+    eval_cli.add_eval_args(ap)
     args = ap.parse_args(["--model", "fake:hash", "--data", "d", "--out", "o", "--condition",
                           "normal", "shuffled", "--seeds", "0", "1", "--scoring", "likelihood",
                           "--sampler", "uniform", "--num-frames", "8", "--limit", "3",
@@ -127,7 +128,7 @@ def test_run_records_and_counts(bench, tmp_path):
                             progress=False)
     assert set(res) == {f"{u}/{s}" for u in ("normal", "shuffled@0", "shuffled@1", "blind")
                         for s in ("paper", "strict", "letter", "option")}
-    recs = metrics.read_predictions(tmp_path / "run")
+    recs = predictions.read_predictions(tmp_path / "run")
     assert len(recs) == 6 * 3 * 4 * 4
     by = {(r["sample_id"], r["condition"], r["seed"], r["scoring"]): r for r in recs}
     for (sid, c, s, m), r in by.items():
@@ -253,7 +254,7 @@ def test_two_process_sharding_torchrun(bench, tmp_path):
     files = sorted(p.name for p in (tmp_path / "two").glob("predictions*.jsonl"))
     assert files == ["predictions.jsonl"]  # shards merged
     lines = (tmp_path / "two" / "predictions.jsonl").read_text().splitlines()
-    keys = [str(metrics.prediction_key(json.loads(x))) for x in lines]
+    keys = [str(predictions.prediction_key(json.loads(x))) for x in lines]
     assert len(keys) == len(set(keys)) == 48 * 2 * 2  # none duplicated
     assert sorted(keys) == _keys(tmp_path / "one")  # none lost
     a = json.loads((tmp_path / "one" / "metrics.json").read_text())
@@ -351,7 +352,7 @@ def test_eval_cli_tiny_longvu(tiny_ckpt, bench, tmp_path):
                "--workers", "1", "--label", "tiny-test")
     last = out.stdout.strip().splitlines()[-1].split()
     assert last[0] == "micro" and last[-1] == "6"
-    recs = metrics.read_predictions(tmp_path / "run")
+    recs = predictions.read_predictions(tmp_path / "run")
     assert len(recs) == 6 and all(r["model"] == "qwen" for r in recs)
     assert all(r["parse"] in ("ok", "fallback", "nomatch") for r in recs)
     again = _cli("score", "--data", bench, "--predictions", tmp_path / "run")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lib import config, evaluate, metrics, models, tables, tvbench
+from lib import config, evaluate, metrics, models, predictions, tables, tvbench
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def two_runs(smoke_assets, tmp_path_factory):
     res = evaluate.evaluate(models.FakeModel(), bench, out / "base", spec, n_boot=50,
                             progress=False)
     tuned = [dict(r, pred_index=r["answer_index"]) if r["condition"] == "normal" else r
-             for r in metrics.read_predictions(out / "base")]
+             for r in predictions.read_predictions(out / "base")]
     return bench, res, {"base": out / "base" / "predictions.jsonl", "tuned": tuned}
 
 

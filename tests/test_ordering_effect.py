@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from lib import ablations, config, evaluate, metrics, models, results, runs, tvbench
+from lib import ablations, config, evaluate, metrics, models, predictions, results, runs, tvbench
 
 
 def test_ordering_effect_sees_a_gain_that_shuffling_removes(smoke_assets, tmp_path):
@@ -13,7 +13,7 @@ def test_ordering_effect_sees_a_gain_that_shuffling_removes(smoke_assets, tmp_pa
     spec = config.EvalSpec(conditions=("normal", "shuffled"), seeds=(0,), scorings=("letter",),
                              num_workers=0)
     evaluate.run(models.FakeModel(), bench, tmp_path / "base", spec, progress=False)
-    base = metrics.read_predictions(tmp_path / "base" / "predictions.jsonl")
+    base = predictions.read_predictions(tmp_path / "base" / "predictions.jsonl")
     # A "tuned" model: right on every normal-order ordering question, otherwise the base.
     tuned = []
     for r in base:

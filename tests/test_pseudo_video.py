@@ -447,3 +447,108 @@ def test_static_and_interactive_preview(index):
     assert list(table["question_type"]) == ["R1", "R1", "R4", "R4"]
     assert src.first_per_type() == [0, 2]  # one example per question type
     plt.close("all")
+
+
+# --- the t2vid source (lib.t2vid text frames) --------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", questions.MODES)
+@pytest.mark.parametrize("qtype", questions.QUESTION_TYPES)
+def test_t2vid_every_question_type(index, qtype, mode):
+    """Same formation, question, options and answer as the image source; each scene renders a
+    caption of its own image that the question and options do not quote (when there is one);
+    frames as large as the image frames, with the same jitter path."""
+    kw = {"s_min": 1} if qtype in ("A1", "A2") else {}
+    img = make(index, qtype, n=12, s=4, f=3, mode=mode, **kw)
+    txt = pv.PseudoVideoSource(index, img.specs, 0, mode, source="t2vid")
+    for i in range(len(img)):
+        a, b = img.sample(i), txt.sample(i)
+        rec = b.record()
+        assert rec["source"] == "t2vid" and "source" not in a.record()
+        assert {k: v for k, v in rec.items() if k in a.record()} == a.record()
+        shown = "\n".join([b.question, *b.options])
+        for img_id, k, text in zip(b.image_ids, b.rendered_caption_index, b.rendered_captions):
+            caps = index.captions_for(img_id)
+            assert caps[k] == text
+            if any(c not in shown for c in caps):
+                assert text not in shown
+    s = txt.sample(0)
+    fr = txt.frames(s, "mild")
+    assert fr.shape == img.frames(img.sample(0), "mild").shape and fr.dtype == np.uint8
+    assert np.array_equal(fr, txt.frames(s, "mild"))
+
+
+def test_t2vid_frames_seeded_and_jittered_like_images(index):
+    src = pv.PseudoVideoSource(index, questions.parse_mix("R1", 4, 3, 3), 0, source="t2vid")
+    again = pv.PseudoVideoSource(index, questions.parse_mix("R1", 4, 3, 3), 0, source="t2vid")
+    other = pv.PseudoVideoSource(index, questions.parse_mix("R1", 4, 3, 3), 1, source="t2vid")
+    s = src.sample(2)
+    fr = src.frames(s, "mild", 64)
+    assert fr.tobytes() == again.frames(again.sample(2), "mild", 64).tobytes()
+    assert not np.array_equal(fr, other.frames(other.sample(2), "mild", 64))
+    assert src.sample(2, epoch=1).seed != s.seed  # re-drawn per epoch like every read
+    still = src.frames(s, "none", 64)
+    t0 = s.frame_counts[0]
+    assert np.array_equal(still[0], still[t0 - 1])  # a scene repeats one text image
+    assert not np.array_equal(fr[0], still[0])  # ... under the per-frame jitter
+    dims = [(index.coco.imgs[i]["height"], index.coco.imgs[i]["width"]) for i in s.image_ids]
+    assert src.text_size(s, None) == (max(h for h, _ in dims), max(w for _, w in dims))
+    assert src.frames(s, "none").shape[1:3] == make(index, "R1", n=4, s=3, f=3).frames(
+        s, "none").shape[1:3]  # as large as the image frames of the same scenes
+    with pytest.raises(ValueError, match="not a t2vid sample"):
+        src.frames(make(index, "R1", n=2).sample(0))
+    with pytest.raises(ValueError, match="source 'video'"):
+        pv.PseudoVideoSource(index, questions.parse_mix("R1", 2), 0, source="video")
+
+
+def test_t2vid_dataset_and_build_source(smoke_assets):
+    src = pv.build_source(smoke_assets / "coco", questions="R1,A1", n=4, s=2, f=2,
+                          source="t2vid")
+    ds = pv.PseudoVideoDataset(src, jitter="mild", size=(48, 64))
+    it = ds[1]
+    assert it["source"] == "t2vid" and it["frames"].shape == (it["num_frames"], 48, 64, 3)
+    assert len(it["rendered_captions"]) == len(it["image_ids"])
+    coco_ds = pv.PseudoVideoDataset(pv.build_source(smoke_assets / "coco", questions="R1,A1",
+                                                    n=4, s=2, f=2), size=(48, 64))
+    assert coco_ds[1]["source"] == "coco" and coco_ds[1]["prompt"] == it["prompt"]
+
+
+# --- issue 15 item 11: the sample CLI validates captions and never truncates a good --out ------
+
+
+def test_sample_cli_runs_the_caption_validator(smoke_assets, tmp_path, capsys):
+    root = tmp_path / "coco"
+    shutil.copytree(smoke_assets / "coco", root)
+    f = coco.captions_path(root, "train")
+    data = json.loads(f.read_text())
+    del data["annotations"][3]["caption"]
+    del data["images"][1]["file_name"]
+    f.write_text(json.dumps(data))
+    out = tmp_path / "s.jsonl"
+    assert pv.main(["sample", "--coco", str(root), "--n", "4", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert str(f) in err and "annotations[3]" in err and "'caption'" in err
+    assert "images[1]" in err and "'file_name'" in err
+    assert not out.exists()
+
+
+def test_sample_cli_failure_keeps_previous_out_and_frames(smoke_assets, tmp_path, capsys):
+    """A bad image mid-run leaves the earlier --out and --frames-out files as they were."""
+    root = tmp_path / "coco"
+    shutil.copytree(smoke_assets / "coco", root)
+    out, frames = tmp_path / "s.jsonl", tmp_path / "frames"
+    args = ["sample", "--coco", str(root), "--n", "6", "--S", "2", "--F", "2",
+            "--frames-out", str(frames), "--out", str(out)]
+    assert pv.main(args) == 0
+    before = {p.name: p.read_bytes() for p in [out, *frames.iterdir()]}
+    src = pv.build_source(root, n=6, s=2, f=2)
+    early = {i for k in (0, 1) for i in src.sample(k).image_ids}
+    victim = next(i for i in src.sample(3).image_ids if i not in early)
+    src.index.image_path(victim).write_bytes(b"not a jpeg")
+    capsys.readouterr()
+    assert pv.main(args + ["--epoch", "1"]) == 2  # another epoch: other frames, other captions
+    assert f"image id {victim}" in capsys.readouterr().err
+    after = {p.name: p.read_bytes() for p in [out, *frames.iterdir()]}
+    assert after == before  # nothing replaced, nothing half-written, no temporary files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coco", "frames", "s.jsonl"]

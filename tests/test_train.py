@@ -243,7 +243,7 @@ def test_result_row_has_repo_relative_paths():
     metrics = {"quantization": "nf4", "steps": 2, "first_loss": 2.0, "last_loss": 1.0,
                "time_per_sample_s": 0.1, "peak_memory_bytes": 1, "adapter_dir": str(adapter)}
     row = train.result_row(params, metrics, {"base": 2.0, "tuned": 1.5})
-    assert len(row) == 17 and row["heldout_tuned"] == 1.5
+    assert len(row) == 18 and row["heldout_tuned"] == 1.5 and row["source"] == "coco"
     assert row["adapter"] == "outputs/03_qlora_finetune/r/adapter"
     assert paths.absolute(row["adapter"]) == adapter
 

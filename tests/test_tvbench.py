@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from lib import metrics, paper, paths, tables, tvbench, video
+from lib import conditions, metrics, paper, paths, predictions, tables, tvbench, video
 from lib.video import write_video
 
 
@@ -141,24 +141,24 @@ def test_release_counts_auto(tmp_path):
 
 def test_conditions():
     frames = _ramp(5)
-    same, order = tvbench.apply_condition(frames, "normal")
+    same, order = conditions.apply_condition(frames, "normal")
     assert order == [0, 1, 2, 3, 4] and same is frames
-    a, pa = tvbench.apply_condition(frames, "shuffled", 0, "task/1")
-    b, pb = tvbench.apply_condition(frames, "shuffled", 0, "task/1")
-    c, pc = tvbench.apply_condition(frames, "shuffled", 1, "task/1")
+    a, pa = conditions.apply_condition(frames, "shuffled", 0, "task/1")
+    b, pb = conditions.apply_condition(frames, "shuffled", 0, "task/1")
+    c, pc = conditions.apply_condition(frames, "shuffled", 1, "task/1")
     assert pa == pb and sorted(pa) == [0, 1, 2, 3, 4] and np.array_equal(a, frames[pa])
-    perms = {tuple(tvbench.apply_condition(frames, "shuffled", s, "task/1")[1]) for s in range(8)}
+    perms = {tuple(conditions.apply_condition(frames, "shuffled", s, "task/1")[1]) for s in range(8)}
     assert len(perms) > 4  # seeds give different orders
-    r, _ = tvbench.apply_condition(frames, "reversed")
+    r, _ = conditions.apply_condition(frames, "reversed")
     assert np.array_equal(r, frames[::-1])
-    st, _ = tvbench.apply_condition(frames, "static")
+    st, _ = conditions.apply_condition(frames, "static")
     assert st.shape == frames.shape and (st == frames[0]).all()
-    bl, order = tvbench.apply_condition(frames, "blind")
+    bl, order = conditions.apply_condition(frames, "blind")
     assert bl.shape == (1, 1024, 1024, 3) and bl.max() == 0 and order is None
-    assert tvbench.condition_units(["normal", "shuffled"], [0, 1]) == [
+    assert conditions.condition_units(["normal", "shuffled"], [0, 1]) == [
         ("normal", None), ("shuffled", 0), ("shuffled", 1)]
     with pytest.raises(ValueError, match="unknown condition"):
-        tvbench.condition_units(["upside-down"])
+        conditions.condition_units(["upside-down"])
 
 
 def test_frame_cache_roundtrip(edge_bench, tmp_path):
@@ -320,13 +320,20 @@ def test_results_table_layout():
 
 
 def test_predictions_reader_tolerates_torn_line_and_dupes(tmp_path):
+    """A torn last line is ignored; a repeated sample_id counts once. Records without an id are
+    all kept: real TVBench repeats (video, question), so only the data can tell them apart."""
     f = tmp_path / "predictions.jsonl"
-    r = {"task": "t", "video": "v", "question": "q", "pred_index": 0, "answer_index": 0}
+    r = {"sample_id": "t/0", "task": "t", "video": "v", "question": "q", "pred_index": 0,
+         "answer_index": 0}
     f.write_text(json.dumps(r) + "\n" + json.dumps(r) + "\n" + '{"task": "t", "vid')
-    assert len(metrics.read_predictions(f)) == 1
+    assert len(predictions.read_predictions(f)) == 1
+    assert predictions.read_prediction_set(f).duplicates == ["normal/paper"]
+    text_only = {k: v for k, v in r.items() if k != "sample_id"}
+    f.write_text(json.dumps(text_only) + "\n" + json.dumps(text_only) + "\n")
+    assert len(predictions.read_predictions(f)) == 2
     (tmp_path / "bad.jsonl").write_text(json.dumps({"task": "t"}) + "\n")
     with pytest.raises(tvbench.BenchmarkError, match="missing field"):
-        metrics.read_predictions(tmp_path / "bad.jsonl")
+        predictions.read_predictions(tmp_path / "bad.jsonl")
 
 
 def test_score_cli_on_minitvbench_run(smoke_assets, tmp_path):

@@ -7,7 +7,8 @@ pipeline; numerically matched to the original (commit 1b0be5c) by the shared par
 
 API
     model = lib.longvu.load(path_or_id, towers=None, quantization="none"|"nf4", dtype=None,
-                            device="cpu", adapter=None, flags=None, template=None)
+                            device="cpu", adapter=None, flags=None, template=None,
+                            token_layout=None, layout_seed=0)
         path_or_id: checkpoint dir in the original layout (config.json + safetensors) or a
         hub id already in the HF cache (Vision-CAIR/LongVU_Qwen2_7B[_img],
         Vision-CAIR/LongVU_Llama3_2_3B[_img]); towers: None (the checkpoint's own towers/
@@ -18,12 +19,17 @@ API
         config.json lacking a field that changes the computation (errors.LongVUConfigError,
         a LongVULoadError and a ValueError), and with a `hf download` command when files are
         absent. adapter: a PEFT adapter dir (adapter_model.safetensors +
-        connector.safetensors; pickles refused).
+        connector.safetensors; pickles refused). token_layout: None = the checkpoint's own;
+        "video" = an image-stage checkpoint in the paper fork's video layout (144 queries,
+        highres, lowres 8, drop 0.8; the absent sampler `pos_embed_*` drawn N(0, 1) from
+        layout_seed, an int or torch.Generator; a no-op on a video checkpoint); "image" is
+        refused on a video checkpoint. Changes and created parameters go to the report.
     model.tokenizer, model.config (LongVUConfig), model.decoder (stock causal LM, or its peft
         wrapper), model.template ("qwen" | "llama3"), model.device, model.dtype
     model.loading_report                                config fields defaulted (with the
-        original's value and source) or ignored as the original ignores them, parameters not
-        read from files, weight files read; logged by `load`. Field rules: config.LLM_FIELDS,
+        original's value and source) or ignored as the original ignores them, fields a
+        token_layout changed (old -> new), parameters not read from files (shape and init),
+        weight files read, notes; logged by `load`. Field rules: config.LLM_FIELDS,
         config.LONGVU_FIELDS.
     model.prompt(user_text) -> str                      eval prompt of this checkpoint
     prompts.build_prompt(template, user_text, with_image=True) -> str

@@ -243,18 +243,22 @@ def _type_ok(kind: str, v: Any) -> bool:
 @dataclass
 class LoadingReport:
     """What `load` did beyond copying files: config fields it filled in (with the original's
-    default), fields present but ignored (as the original ignores them) and parameters that do
-    not come from a file. `str(report)` is the short text `load` logs; `model.loading_report`."""
+    default), fields present but ignored (as the original ignores them), fields a requested
+    token layout changed, parameters that do not come from a file (each with shape and init)
+    and notes. `str(report)` is the short text `load` logs; `model.loading_report`."""
 
     source: str = ""
     defaulted: dict[str, tuple[Any, str]] = field(default_factory=dict)  # name -> (value, src)
     ignored: dict[str, tuple[Any, str]] = field(default_factory=dict)  # name -> (value, why)
+    # name -> (old, new, why): set by load(token_layout=...), see layout.py
+    changed: dict[str, tuple[Any, Any, str]] = field(default_factory=dict)
     created: list[str] = field(default_factory=list)  # parameters not read from any file
     files: list[str] = field(default_factory=list)  # files the weights were read from
+    notes: list[str] = field(default_factory=list)  # e.g. a token layout that changed nothing
 
     @property
     def clean(self) -> bool:
-        return not (self.defaulted or self.ignored or self.created)
+        return not (self.defaulted or self.ignored or self.changed or self.created)
 
     def __str__(self) -> str:
         lines = [f"LongVU loading report for {self.source or '<config>'}:"]
@@ -266,8 +270,11 @@ class LoadingReport:
                          f"original's default, {src})")
         for name, (value, why) in sorted(self.ignored.items()):
             lines.append(f"  ignored {name} = {value!r}  ({why})")
+        for name, (old, value, why) in sorted(self.changed.items()):
+            lines.append(f"  changed {name}: {old!r} -> {value!r}  ({why})")
         for what in self.created:
             lines.append(f"  created {what}")
+        lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
 
 

@@ -9,9 +9,10 @@ config, index, shard, tokenizer, generation config, tower or adapter file raises
 naming the file, what is wrong and the fix (the exact `hf download ... --force-download` for a
 file in the HF cache). Index entries must be plain names inside the checkpoint dir. config.json
 fields are required or defaulted as the original does (config.py); `model.loading_report` lists
-the defaults. NF4 quantises only the decoder's linear layers (lm_head, connector and towers
-never), and this is verified after loading. Used by notebooks 01, 03, 04 through
-`lib.longvu.load`.
+the defaults. `token_layout="video"` loads an image-stage checkpoint in the paper's video layout
+(layout.py), creating the absent `pos_embed_*` seeded and reported. NF4 quantises only the
+decoder's linear layers (lm_head, connector and towers never), and this is verified after
+loading. Used by notebooks 01, 03, 04 through `lib.longvu.load`.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from transformers import (AutoTokenizer, BitsAndBytesConfig, Dinov2Model, LlamaF
                           Qwen2ForCausalLM, SiglipVisionModel)
 from transformers.utils import logging as hf_logging
 
-from . import prompts
+from . import layout, prompts
 from .config import TOWER_HUB_IDS, LoadingReport, LongVUConfig, merged_config_dict, read_config
 from .errors import LongVULoadError, download_hint, read_json, refetch_hint
 from .connector import Connector
+from .files import PICKLE_RECIPE, header_shapes, read_shapes, weight_files
 from .model import Flags, LongVU
 from .towers import Towers, tower_resolutions, tower_width
 
@@ -44,8 +46,6 @@ TOWER_DIRS = ("towers", "vision_towers")  # where a self-contained checkpoint ke
 # files a tokenizer dir may hold that must parse as JSON (merges.txt has no checkable form)
 TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                   "added_tokens.json", "vocab.json")
-PICKLE_RECIPE = ("Convert once in a trusted environment: torch.load(f, weights_only=True) then "
-                 "safetensors.torch.save_file(state_dict, '{name}')")
 __all__ = ["load", "save", "LongVULoadError", "bnb_config", "attach_adapter"]
 
 
@@ -67,96 +67,6 @@ def resolve_dir(path_or_id: str | os.PathLike, what: str = "checkpoint") -> Path
             raise FileNotFoundError(f"{what} {s!r} is not a local dir and not in the HF cache "
                                     f"({type(e).__name__}); {_download_hint(s)}") from None
     raise FileNotFoundError(f"{what} dir {p} does not exist")
-
-
-def _shard_name_problem(name) -> str | None:
-    """Why an index entry is not a plain file name inside the checkpoint dir (None if it is).
-
-    Only the *name* is judged: a contained name whose file is a symlink (HF cache snapshots
-    link into ../../blobs) is fine."""
-    if not isinstance(name, str) or not name:
-        return "not a file name"
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        return "an absolute path"
-    parts = name.replace("\\", "/").split("/")
-    if ".." in parts:
-        return "a path with '..'"
-    if any(p in ("", ".") for p in parts):
-        return "not a normalised relative path"
-    if not name.endswith(".safetensors"):
-        return "not a .safetensors file"
-    return None
-
-
-def weight_files(ckpt: Path) -> list[Path]:
-    """The checkpoint's safetensors files (single file or sharded with an index).
-
-    Index entries must name .safetensors files inside `ckpt` (no absolute paths, no '..');
-    a dir holding both an index and model.safetensors is refused (transformers would load the
-    single file while the index names other shards)."""
-    index = ckpt / "model.safetensors.index.json"
-    single = ckpt / "model.safetensors"
-    if index.is_file():
-        if single.is_file():
-            raise LongVULoadError(
-                f"{ckpt}: holds both {index.name} and {single.name}; which one is current is "
-                "ambiguous (transformers would read model.safetensors, the index names other "
-                "shards). Fix: delete the stale one, or re-download the checkpoint.")
-        data = read_json(index, "safetensors index")
-        weight_map = data.get("weight_map") if isinstance(data, dict) else None
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise LongVULoadError(f"{index}: no 'weight_map' object; truncated or not a "
-                                  f"safetensors index. Fix: {refetch_hint(index)}")
-        bad = sorted({f"{v!r} ({why})" for v in weight_map.values()
-                      if (why := _shard_name_problem(v))})
-        if bad:
-            raise LongVULoadError(
-                f"{index}: weight_map names files that are not plain .safetensors names inside "
-                f"{ckpt}: {bad[:10]}; refusing to open them. Fix: use the checkpoint's own "
-                f"index ({refetch_hint(index)})")
-        shards = sorted(set(weight_map.values()))
-        missing = [s for s in shards if not (ckpt / s).is_file()]
-        if missing:
-            raise FileNotFoundError(f"{ckpt}: shards listed in {index.name} are absent: "
-                                    f"{missing}; re-run the download of this checkpoint")
-        return [ckpt / s for s in shards]
-    if single.is_file():
-        return [single]
-    pickles = sorted(p.name for p in ckpt.glob("*.bin"))
-    if pickles:
-        raise FileNotFoundError(
-            f"{ckpt}: only pickle weights {pickles}; this loader reads safetensors only. "
-            + PICKLE_RECIPE.format(name="model.safetensors"))
-    raise FileNotFoundError(f"{ckpt}: no model.safetensors or model.safetensors.index.json")
-
-
-def _safetensors_shapes(f: Path) -> dict[str, tuple[int, ...]]:
-    """Key -> shape from one file's header, or LongVULoadError naming the damaged file."""
-    try:
-        size = f.stat().st_size
-        with safe_open(str(f), "pt") as sf:
-            return {k: tuple(sf.get_slice(k).get_shape()) for k in sf.keys()}
-    except Exception as e:  # SafetensorError, OSError
-        state = "empty (0 bytes)" if f.exists() and size == 0 else f"unreadable ({e})"
-        raise LongVULoadError(f"{f}: safetensors file is {state}: truncated or corrupt. Fix: "
-                              f"{refetch_hint(f)}") from None
-
-
-def read_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
-    """Every key's shape across the files; a key stored in two files is refused."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    where: dict[str, Path] = {}
-    dup = []
-    for f in files:
-        for k, shape in _safetensors_shapes(f).items():
-            if k in where:
-                dup.append(f"{k} ({where[k].name} and {f.name})")
-            shapes[k], where[k] = shape, f
-    if dup:
-        raise LongVULoadError(f"{files[0].parent}: tensors stored in more than one shard, which "
-                              f"copy is meant is ambiguous: {dup[:10]}. Fix: re-download the "
-                              "checkpoint.")
-    return shapes
 
 
 def _decoder_cls(cfg: LongVUConfig):
@@ -195,7 +105,9 @@ def check_keys(ckpt: Path, have: dict, dec: dict, con: dict, tied: bool) -> None
                 shown = "\n    ".join(items[:40]) + ("\n    ..." if len(items) > 40 else "")
                 parts.append(f"{name} ({len(items)}):\n    {shown}")
         parts.append("Fix: use the config.json that came with these weights (image-stage vs "
-                     "video-stage differ in image_token_len/query_num_list), or re-download.")
+                     "video-stage differ in image_token_len/query_num_list), or re-download. An "
+                     "image-stage checkpoint in the video layout: load(..., token_layout='video')"
+                     " with its own config.json.")
         raise LongVULoadError("\n".join(parts))
 
 
@@ -252,7 +164,7 @@ def _check_tower_files(path: Path, what: str) -> None:
     else:  # transformers reads model.safetensors (a hub repo may also carry an index)
         files = sorted(path.glob("*.safetensors"))
     for f in files:
-        _safetensors_shapes(f)
+        header_shapes(f)
 
 
 def _load_tower(cls, path: Path, dtype: torch.dtype):
@@ -305,7 +217,8 @@ def _load_tokenizer(ckpt: Path, llm_cfg):
 def load(path_or_id: str | os.PathLike, towers=None, quantization: str = "none",
          dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
          adapter: str | os.PathLike | None = None, flags: Flags | None = None,
-         template: str | None = None) -> LongVU:
+         template: str | None = None, token_layout: str | None = None,
+         layout_seed: int | torch.Generator = 0) -> LongVU:
     """Load a LongVU checkpoint (official or tiny) in the original layout.
 
     path_or_id: a dir or a cached hub id (e.g. "Vision-CAIR/LongVU_Qwen2_7B").
@@ -313,9 +226,14 @@ def load(path_or_id: str | os.PathLike, towers=None, quantization: str = "none",
     dtype: default float32 on CPU, bfloat16 on CUDA and for nf4 (fp16 = the original's choice).
     adapter: a PEFT adapter dir (adapter_config.json, adapter_model.safetensors and
     connector.safetensors, as lib/adapters.py save_adapter writes it).
+    token_layout: None (the checkpoint's own), "video" (an image-stage checkpoint in the fork's
+    144-query video layout, the paper's fine-tuning start: layout.py; the absent `pos_embed_*`
+    are drawn N(0, 1) from `layout_seed`, an int or a torch.Generator) or "image" (refused on
+    a video-stage checkpoint). `save` of such a model writes the video-layout config.
     The returned model carries `loading_report` (config.LoadingReport: defaulted / ignored
-    config fields, parameters not read from files, weight files); it is logged (warning level
-    when anything was defaulted or ignored).
+    config fields, fields a token layout changed, parameters not read from files with shape
+    and init, weight files); it is logged (warning level when anything was defaulted, ignored,
+    changed or created).
     """
     if quantization not in ("none", "nf4"):
         raise ValueError(f"quantization must be 'none' or 'nf4', got {quantization!r}")
@@ -326,6 +244,8 @@ def load(path_or_id: str | os.PathLike, towers=None, quantization: str = "none",
     ckpt = resolve_dir(path_or_id)
     report = LoadingReport(source=str(ckpt))
     cfg, llm_cfg = read_config(ckpt, report)
+    converted = layout.apply_layout(cfg, token_layout, report, str(ckpt / "config.json"))
+    may_create, cfg = converted is not cfg, converted  # only a conversion creates pos_embed_*
     files = weight_files(ckpt)
     report.files = [f.name for f in files]
     if (ckpt / "generation_config.json").is_file():  # transformers ignores a broken one
@@ -336,7 +256,9 @@ def load(path_or_id: str | os.PathLike, towers=None, quantization: str = "none",
     widths = (tower_width(sig_dir), tower_width(dino_dir))
     have = read_shapes(files)
     dec_shapes, con_shapes = expected_shapes(cfg, llm_cfg, widths)
-    check_keys(ckpt, have, dec_shapes, con_shapes, bool(llm_cfg.tie_word_embeddings))
+    created = layout.creatable(have, con_shapes) if may_create else {}
+    check_keys(ckpt, {**have, **created}, dec_shapes, con_shapes,
+               bool(llm_cfg.tie_word_embeddings))
     if "lm_head.weight" not in have:  # tied and absent: the head is the embedding
         report.created.append("lm_head.weight: tied to model.embed_tokens.weight (not in the "
                               "checkpoint; tie_word_embeddings=true)")
@@ -367,6 +289,7 @@ def load(path_or_id: str | os.PathLike, towers=None, quantization: str = "none",
 
     connector = build_connector(cfg, widths)
     state = _connector_state(files)
+    state.update(layout.init_created(created, layout_seed, report))
     res = connector.load_state_dict(state, strict=True)
     assert not res.missing_keys and not res.unexpected_keys
     connector.to(device=device, dtype=dtype)
@@ -385,6 +308,9 @@ def load(path_or_id: str | os.PathLike, towers=None, quantization: str = "none",
     verify_quantization(model, quantization == "nf4")
     if adapter is not None:
         attach_adapter(model, adapter)
+        if created:
+            report.notes.append(f"the {len(created)} created pos_embed_* were then replaced by "
+                                "the adapter's connector.safetensors")
     model.loading_report = report
     (log.info if report.clean else log.warning)("%s", report)
     return model
@@ -413,7 +339,7 @@ def _adapter_files(d: Path) -> tuple[Path, Path]:
         raise LongVULoadError(f"{d}: no adapter_model.safetensors. Fix: point adapter= at a dir "
                               "written by lib/adapters.py save_adapter (or PEFT "
                               "save_pretrained).")
-    _safetensors_shapes(weights)
+    header_shapes(weights)
     con = d / "connector.safetensors"
     if not con.is_file():
         raise LongVULoadError(
@@ -423,7 +349,7 @@ def _adapter_files(d: Path) -> tuple[Path, Path]:
             "adapter really left the connector untouched, save the base one there: "
             "safetensors.torch.save_file(model.connector.state_dict(), "
             f"'{con}').")
-    _safetensors_shapes(con)
+    header_shapes(con)
     return weights, con
 
 
