@@ -8,6 +8,7 @@ a figure, ``interactive_preview`` redraws it from a sample selector and a frame 
 
 from __future__ import annotations
 
+import io
 import textwrap
 from typing import TYPE_CHECKING
 
@@ -159,12 +160,13 @@ def source_preview(sources: dict[str, "PseudoVideoSource"], i: int, jitter: str 
 
 def frame_view(sample: "Sample", frames: np.ndarray, t: int):
     """One frame + timeline + QA: what the scrubber shows at frame t."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    # sized so that frame, timeline and all options fit a 1280x800 JupyterLab window
-    heights = [2.4, 0.3, qa_height(sample)]
-    fig = plt.figure(figsize=(9, sum(heights) + 0.6))
-    gs = fig.add_gridspec(3, 1, height_ratios=heights, hspace=0.25)
+    # sized so that frame, timeline and all options fit a 1280x800 JupyterLab window; a bare
+    # Figure (no pyplot): the player draws it from widget callbacks, off pyplot's global state
+    heights = [2.4, 0.35, qa_height(sample)]
+    fig = Figure(figsize=(9, sum(heights) + 0.6))
+    gs = fig.add_gridspec(3, 1, height_ratios=heights, hspace=0.45)
     scenes = scene_of_frame(sample.frame_counts)
     cols = scene_colours(len(sample.frame_counts))
     draw_frame(fig.add_subplot(gs[0]), frames[t], t, scenes[t], cols[scenes[t]])
@@ -179,12 +181,12 @@ def interactive_preview(source: "PseudoVideoSource", jitter: str = "mild", size=
     import threading
 
     import ipywidgets as w
-    import matplotlib.pyplot as plt
-    from IPython.display import display
+    from IPython.display import Image, display
 
     cache: dict[int, tuple] = {}
-    # ipykernel 7 may run widget messages on a subshell thread beside the main shell, and two
-    # redraws at once through pyplot/Agg show blank figures: one redraw at a time (re-entrant,
+    # ipykernel 7 may run widget messages on a subshell thread beside the main shell, and
+    # redraws through pyplot (whose inline backend also flushes figures from the main thread)
+    # showed blank figures: draw without pyplot, one redraw at a time (re-entrant,
     # since a frame change inside new_sample redraws through the frame observer).
     lock = threading.RLock()
 
@@ -205,11 +207,12 @@ def interactive_preview(source: "PseudoVideoSource", jitter: str = "mild", size=
         with lock:
             s, fr = get(pick.value)
             frame.max = play.max = len(fr) - 1
+            png = io.BytesIO()
+            fig = frame_view(s, fr, min(frame.value, len(fr) - 1))
+            fig.savefig(png, format="png", dpi="figure", bbox_inches="tight")  # as inline does
             with out:
                 out.clear_output(wait=True)
-                fig = frame_view(s, fr, min(frame.value, len(fr) - 1))
-                plt.show()
-                plt.close(fig)
+                display(Image(data=png.getvalue()))
 
     def new_sample(*_):
         with lock:
