@@ -172,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "compare":
             return _cmd_compare(args)
         return cli_eval(args)
-    except (BenchmarkError, VideoError) as err:
+    except (BenchmarkError, VideoError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

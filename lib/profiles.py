@@ -32,26 +32,25 @@ def _check(profile: str) -> None:
         raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
 
 
-def coco_root(profile: str, override: Path | str | None = None) -> Path:
-    """COCO-layout captioned images: ``override`` if given, ``<data>/coco`` for full, else the
-    embedded shapes-COCO (built on first use, then reused)."""
+def _root(profile: str, override: Path | str | None, full_dir: str, embedded: str) -> Path:
+    """``override`` if given, ``<data>/<full_dir>`` for full, else the embedded default's
+    ``embedded`` folder (built on first use, then reused)."""
     _check(profile)
     if override is not None:
         return Path(override)
     if profile == "full":
-        return paths.data_dir() / "coco"
-    return assets.embedded(profile)["coco"]
+        return paths.data_dir() / full_dir
+    return assets.embedded(profile)[embedded]
+
+
+def coco_root(profile: str, override: Path | str | None = None) -> Path:
+    """COCO-layout captioned images: real COCO 2017 for full, shapes-COCO for demo/smoke."""
+    return _root(profile, override, "coco", "coco")
 
 
 def benchmark_root(profile: str, override: Path | str | None = None) -> Path:
-    """TVBench-layout benchmark: ``override`` if given, ``<data>/tvbench`` for full, else the
-    embedded MiniTVBench (built on first use, then reused)."""
-    _check(profile)
-    if override is not None:
-        return Path(override)
-    if profile == "full":
-        return paths.data_dir() / "tvbench"
-    return assets.embedded(profile)["minitvbench"]
+    """TVBench-layout benchmark: real TVBench for full, MiniTVBench for demo/smoke."""
+    return _root(profile, override, "tvbench", "minitvbench")
 
 
 def official_checkpoint(backbone: str, stage: str) -> str:

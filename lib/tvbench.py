@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import runpy
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -468,10 +469,6 @@ def sample_id(q: Question) -> str:
 
 
 if __name__ == "__main__":
-    import sys
-
-    # Only when run as a script: lib.eval_cli imports this module, so the CLI body lives there
-    # and no import cycle exists at module level.
-    from lib.eval_cli import main
-
-    sys.exit(main())
+    # `python -m lib.tvbench ...` runs the CLI module as the program (lib.eval_cli imports this
+    # module, so this module never imports it).
+    runpy.run_module("lib.eval_cli", run_name="__main__", alter_sys=True)

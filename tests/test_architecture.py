@@ -46,18 +46,10 @@ def _imports(name: str, f: Path, known: set[str]) -> list[tuple[str, int, bool]]
             if len(resolved) > 1:
                 resolved.discard("lib")  # `from lib import a, b`: the modules, not the package
             found.extend((t, child.lineno, in_function) for t in sorted(resolved))
-            if not isinstance(child, ast.If) or not _is_main_guard(child):
-                visit(child, inside)
+            visit(child, inside)
 
     visit(tree, False)
     return found
-
-
-def _is_main_guard(node: ast.If) -> bool:
-    """``if __name__ == "__main__":`` runs only as a script, never on import."""
-    t = node.test
-    return (isinstance(t, ast.Compare) and isinstance(t.left, ast.Name)
-            and t.left.id == "__name__")
 
 
 def _graph() -> dict[str, set[str]]:
