@@ -1,4 +1,7 @@
-"""Peak memory and time per training sample of LongVU fine-tuning: QLoRA (NF4) vs 16-bit LoRA.
+"""Peak memory and samples/s of LongVU fine-tuning per mode and knob: QLoRA (NF4), 16-bit LoRA,
+full fine-tuning with fp32 master weights (the paper recipe), each with SDPA or eager attention
+and activation checkpointing on or off, against the baseline (SDPA + checkpointing) of the same
+run.
 
 Builds LongVU with random weights in memory (no download; memory and speed depend on shapes,
 not on weight values): on CUDA the real sizes (Qwen2-7B / Llama3.2-3B decoder, SigLIP-so400m,
@@ -7,12 +10,16 @@ on CPU the tiny "small" geometry of lib.longvu.tiny, whose numbers only show tha
 Each cell trains S=4 scenes x F frames (F in 5, 10, 20) with lib.train's own preparation
 (lib.adapters: LoRA r=64 on the decoder's attention+MLP projections, trainable connector,
 non-reentrant activation checkpointing; loss at answer rows only) and the optimizer lib.train
-uses (8-bit paged AdamW on CUDA, AdamW on CPU), micro-batch 1. Reported: peak memory (CUDA max
-allocated; CPU max RSS), seconds per sample, decoder tokens/s and the implied time of the
-paper's 200k samples.
+uses (8-bit paged AdamW on CUDA, AdamW on CPU; ``full``: decoder + connector in fp32 under
+bf16 autocast with fp32 AdamW, as ``--recipe paper``), micro-batch 1. Reported: peak memory
+(CUDA max allocated; CPU max RSS, which only grows, so it is meaningless per row on CPU),
+samples/s, decoder tokens/s, the speed against the baseline variant of the same cell and the
+implied time of the paper's 200k samples. QLoRA's memory figures need CUDA (bitsandbytes' CPU
+path runs, but its NF4 kernels and 8-bit paged optimizer are CUDA ones).
 
 Usage: ``python benchmarks/qlora_step.py [--size tiny|full] [--backbones qwen,llama]
-[--F 5,10,20] [--modes qlora,lora] [--steps 3]``. Last line: ``qwen F=20 qlora peak X GiB``.
+[--F 5,10,20] [--modes qlora,lora,full] [--variants base,eager,no-ckpt] [--steps 3]``.
+Last line: ``qwen F=20 qlora peak X GiB``.
 """
 
 from __future__ import annotations
@@ -133,9 +140,14 @@ def peak_bytes(device: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+# variant -> (attention implementation, activation checkpointing); "base" is lib.train's default
+VARIANTS = {"base": ("sdpa", True), "eager": ("eager", True), "no-ckpt": ("sdpa", False)}
+
+
 def cell(backbone: str, mode: str, fs: list[int], full: bool, device: torch.device,
-         steps: int) -> list[dict]:
+         steps: int, variant: str = "base") -> list[dict]:
     cuda = device.type == "cuda"
+    attn, ckpt = VARIANTS[variant]
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -143,14 +155,21 @@ def cell(backbone: str, mode: str, fs: list[int], full: bool, device: torch.devi
     model = build_full(backbone, device) if full else build_tiny(backbone, device, dtype)
     if mode == "qlora":
         quantize_nf4_(model, device)
-    cfg = TrainConfig(model="", out="", mode=mode, lora_r=64, lora_alpha=16)
+    if mode == "full":  # the paper recipe: fp32 master weights, frozen towers in bf16
+        model.base_decoder.to(torch.float32)
+        model.connector.to(torch.float32)
+        model.towers.to(torch.bfloat16)
+    model.base_decoder.set_attn_implementation(attn)
+    cfg = TrainConfig(model="", out="", mode=mode, lora_r=64, lora_alpha=16,
+                      activation_checkpointing=ckpt, attn_implementation=attn)
     adapters.prepare_for_training(model, cfg, "nf4" if mode == "qlora" else "none")
     params = [p for p in model.parameters() if p.requires_grad]
-    if cuda:
+    if cuda and mode != "full":
         import bitsandbytes as bnb
         opt = bnb.optim.PagedAdamW8bit(params, lr=1e-4)
     else:
         opt = torch.optim.AdamW(params, lr=1e-4)
+    autocast = cuda or mode == "full"
     tokens = []
     model.base_decoder.model.register_forward_pre_hook(
         lambda m, a, kw: tokens.append(int(kw["attention_mask"].sum())), with_kwargs=True)
@@ -167,7 +186,7 @@ def cell(backbone: str, mode: str, fs: list[int], full: bool, device: torch.devi
                 torch.cuda.synchronize(device)
             t = time.perf_counter()
             model.train()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 out = model(visual, [ids], [labels])
             out.loss.backward()
             opt.step()
@@ -177,8 +196,10 @@ def cell(backbone: str, mode: str, fs: list[int], full: bool, device: torch.devi
             if i:
                 times.append(time.perf_counter() - t)
         sec = float(np.median(times))
-        rows.append({"backbone": backbone, "mode": mode, "S": 4, "F": f, "frames": 4 * f,
+        rows.append({"backbone": backbone, "mode": mode, "variant": variant, "attn": attn,
+                     "checkpointing": ckpt, "S": 4, "F": f, "frames": 4 * f,
                      "decoder_tokens": tokens[-1], "s_per_sample": sec,
+                     "samples_per_s": 1.0 / sec,
                      "tokens_per_s": tokens[-1] / sec, "peak_gib": peak_bytes(device) / 2**30,
                      "weights_gib": weights / 2**30,
                      "paper_200k_h": sec * PAPER_SAMPLES / 3600,
@@ -189,6 +210,31 @@ def cell(backbone: str, mode: str, fs: list[int], full: bool, device: torch.devi
     return rows
 
 
+def memory_plan(gpus: list[int]) -> list[str]:
+    """Model-state memory per GPU for full fine-tuning, from the real-size parameter counts
+    (built on the meta device, no memory used): DeepSpeed ZeRO-2 keeps the bf16 weights
+    replicated (2 bytes/param, frozen towers included) and shards the bf16 gradients
+    (2 bytes/param) and the fp32 master weights + Adam moments (12 bytes/param) over the GPUs;
+    offload moves the last to CPU; plain DDP with fp32 master weights replicates 16 bytes per
+    trained parameter. Activations come on top (not computed)."""
+    lines = []
+    for backbone in ("llama", "qwen"):
+        m = build_full(backbone, torch.device("meta"))
+        trained = sum(p.numel() for p in m.base_decoder.parameters()) + sum(
+            p.numel() for p in m.connector.parameters())
+        frozen = sum(p.numel() for p in m.towers.parameters())
+        gib = 2**30
+        for g in gpus:
+            w, grads, opt = 2 * (trained + frozen), 2 * trained / g, 12 * trained / g
+            lines.append(f"{backbone} {trained / 1e9:.2f}B trained + {frozen / 1e9:.2f}B frozen,"
+                         f" {g} GPUs: ZeRO-2 {(w + grads + opt) / gib:.1f} GiB/GPU (weights "
+                         f"{w / gib:.1f}, grads {grads / gib:.1f}, optimizer {opt / gib:.1f}); "
+                         f"with optimizer offload {(w + grads) / gib:.1f} GiB/GPU")
+        lines.append(f"{backbone}: DDP with fp32 master weights, no ZeRO: "
+                     f"{(16 * trained + 2 * frozen) / gib:.1f} GiB/GPU")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     cuda = torch.cuda.is_available()
@@ -196,23 +242,41 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", choices=["tiny", "full"], default="full" if cuda else "tiny")
     ap.add_argument("--backbones", default="qwen,llama")
     ap.add_argument("--F", default="5,10,20")
-    ap.add_argument("--modes", default="qlora,lora")
+    ap.add_argument("--modes", default="qlora,lora,full")
+    ap.add_argument("--variants", default="base,eager,no-ckpt",
+                    help=f"comma list of {sorted(VARIANTS)}; base first (the others are "
+                         "compared with it)")
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--memory-plan", default=None, metavar="GPUS",
+                    help="print full fine-tuning model-state memory per GPU for these GPU "
+                         "counts (e.g. 8,32) and exit")
     a = ap.parse_args(argv)
+    if a.memory_plan:
+        print("\n".join(memory_plan([int(g) for g in a.memory_plan.split(",")])))
+        return 0
     device = torch.device("cuda" if cuda else "cpu")
     full = a.size == "full"
     where = torch.cuda.get_device_name(0) if cuda else f"CPU ({os.cpu_count()} cores)"
     print(f"device: {where}; geometry: {a.size}" + ("" if full else
           " (tiny random LongVU: shows the path runs; the figures are NOT full-size ones)"))
     fs = [int(x) for x in a.F.split(",")]
-    rows = [r for b in a.backbones.split(",") for m in a.modes.split(",")
-            for r in cell(b, m, fs, full, device, a.steps)]
-    print(f"\n{'backbone':8} {'mode':5} {'F':>3} {'tokens':>6} {'s/sample':>9} {'tok/s':>8} "
-          f"{'peak GiB':>9} {'200k h':>8}")
+    variants = a.variants.split(",")
+    if variants[0] != "base" or not set(variants) <= set(VARIANTS):
+        ap.error(f"--variants: base first, then any of {sorted(VARIANTS)}")
+    if not cuda and "qlora" in a.modes:
+        print("note: qlora on CPU runs bitsandbytes' CPU path; its speed and memory say nothing "
+              "about CUDA, where its NF4 kernels and paged 8-bit AdamW run")
+    rows = [r for b in a.backbones.split(",") for m in a.modes.split(",") for v in variants
+            for r in cell(b, m, fs, full, device, a.steps, v)]
+    base = {(r["backbone"], r["mode"], r["F"]): r["samples_per_s"] for r in rows
+            if r["variant"] == "base"}
+    print(f"\n{'backbone':8} {'mode':5} {'variant':8} {'F':>3} {'tokens':>6} {'samples/s':>9} "
+          f"{'vs base':>7} {'tok/s':>8} {'peak GiB':>9} {'200k h':>8}")
     for r in rows:
-        print(f"{r['backbone']:8} {r['mode']:5} {r['F']:>3} {r['decoder_tokens']:>6} "
-              f"{r['s_per_sample']:>9.3f} {r['tokens_per_s']:>8.0f} {r['peak_gib']:>9.2f} "
-              f"{r['paper_200k_h']:>8.1f}")
+        ratio = r["samples_per_s"] / base[(r["backbone"], r["mode"], r["F"])]
+        print(f"{r['backbone']:8} {r['mode']:5} {r['variant']:8} {r['F']:>3} "
+              f"{r['decoder_tokens']:>6} {r['samples_per_s']:>9.3f} {ratio:>6.2f}x "
+              f"{r['tokens_per_s']:>8.0f} {r['peak_gib']:>9.2f} {r['paper_200k_h']:>8.1f}")
     pick = [r for r in rows if r["mode"] == "qlora" and r["F"] == max(fs)]
     if pick:
         r = next((x for x in pick if x["backbone"] == "qwen"), pick[0])

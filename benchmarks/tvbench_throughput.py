@@ -1,15 +1,24 @@
 """Questions/s of the TVBench evaluator vs a naive loop, same model, same questions, same run.
 
-The naive loop is what the reference scripts do: decode the clip in the main thread, one
-question at a time, generation scoring (paper parser), and for several conditions decode again
-per condition. The evaluator (``lib.evaluate.run``) decodes in DataLoader workers while the model
-runs, decodes each clip once for all conditions, and writes resumable predictions. Both use a
-tiny random LongVU (small towers) on the CPU and the paper's 2-fps sampler; the benchmark videos
-are MiniTVBench clips rendered larger and at a higher frame rate than the test assets so that
-decoding costs what it does on real clips (about 10 s at 16 fps, 224x224).
+The naive loop is what the reference scripts and a request-per-answer harness do, one question
+at a time: decode the clip in the main thread (again for every condition), preprocess, run the
+towers and connector for every request, and score: one greedy generation for the paper/strict
+parsers, one forward of the prompt + "(" for the letter scorer (`LongVU.letter_logprobs`), and
+for the option scorer one request per option (the prompt and the video again for each option,
+as lmms-eval's per-(context, continuation) log-likelihood requests do). The evaluator
+(``lib.evaluate.run``) decodes in DataLoader workers while the model runs, decodes each clip
+once for all conditions, runs the towers and connector once per (clip, condition) for every
+scorer, batches ``--batch-size`` (question, condition) rows per decoder forward, scores every
+option from one prefill of the prompt (key/value cache), and writes resumable predictions.
+Both use a tiny random LongVU (Qwen template; ``--geometry small`` towers by default) on the
+CPU and the paper's 2-fps sampler; the videos are MiniTVBench clips rendered larger and at a
+higher frame rate than the test assets so that decoding costs what it does on real clips.
 
-Usage: ``python benchmarks/tvbench_throughput.py [--questions 8] [--workers 1] [--threads 1]``.
-Last line: ``speedup Nx, Q questions/s`` (single condition, evaluator vs naive).
+Usage: ``python benchmarks/tvbench_throughput.py [--questions 8] [--workers 1] [--threads 1]
+[--batch-size 8] [--batch-sizes 1,4,8,16] [--geometry small|real]``. Settings: one condition
+with the paper scorer, one condition with the option scorer, and normal+shuffled with all four
+scorers. Last line: ``speedup Nx, Q questions/s`` for one condition and the option scorer, then
+the paper scorer's and the all-scorers setting's ratios.
 """
 
 from __future__ import annotations
@@ -26,46 +35,75 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lib import config, evaluate, minitvbench, models, tvbench, video  # noqa: E402
+from lib import conditions, config, evaluate, minitvbench, models, tvbench, video  # noqa: E402
+from lib.tvbench import LETTERS  # noqa: E402
+
+ALL_SCORERS = ("paper", "strict", "letter", "option")
 
 
-def naive(model: models.LongVUModel, questions, conditions) -> float:
-    """The reference loop: per question and condition, decode, preprocess, generate, parse."""
+def naive(model: models.LongVUModel, questions, units, scorings) -> float:
+    """The reference loop: per question and condition, decode, preprocess, then one request
+    per answer to score (visual tokens computed again by each)."""
+    m = model.model
     t = time.perf_counter()
     for q in questions:
-        for cond, seed in conditions:
+        prompt = model.prompt(q.question, q.candidates)
+        for cond, seed in units:
             clip = video.read_clip(q)  # decoded again for every condition
-            frames, _ = tvbench.apply_condition(clip.frames, cond, seed, tvbench.sample_id(q))
-            prepared = model.model.preprocess(frames)
-            raw = model.generate(prepared, model.prompt(q.question, q.candidates))
-            evaluate.parse_paper(raw, len(q.candidates))
+            frames, _ = conditions.apply_condition(clip.frames, cond, seed, tvbench.sample_id(q))
+            prepared = m.preprocess(frames)
+            if {"paper", "strict"} & set(scorings):
+                raw = m.generate(prepared, prompt)
+                evaluate.parse_paper(raw, len(q.candidates))
+            if "letter" in scorings:
+                m.letter_logprobs(prepared, prompt, list(LETTERS[:len(q.candidates)]))
+            if "option" in scorings:
+                for o in q.candidates:
+                    m.sequence_logprob(prepared, prompt, [o])
     return time.perf_counter() - t
 
 
-class _Unshared(models.LongVUModel):
-    """The adapter without the shared visual embedding: every scorer encodes the video again,
-    as a harness that sends each scoring request on its own does."""
-
-    def _memoize_visual_embedding(self) -> None:
-        pass
-
-
-def naive_scorers(model, questions, scorings) -> float:
-    t = time.perf_counter()
-    for q in questions:
-        prepared = model.model.preprocess(video.read_clip(q).frames)
-        evaluate.score_question(model, q, prepared, scorings)
-    return time.perf_counter() - t
-
-
-def ours(model, bench, out: Path, conditions, workers: int, threads: int, limit: int,
-         frame_cache: str | None = None, scorings=("paper",)) -> tuple[float, dict]:
-    spec = config.EvalSpec(conditions=tuple(dict.fromkeys(c for c, _ in conditions)),
-                             seeds=(0,), scorings=scorings, limit=limit, num_workers=workers,
-                             threads=threads, frame_cache=frame_cache)
+def ours(model, bench, out: Path, units, scorings, workers: int, threads: int,
+         batch_size: int | None, limit: int | None = None) -> tuple[float, dict]:
+    spec = config.EvalSpec(conditions=tuple(dict.fromkeys(c for c, _ in units)), seeds=(0,),
+                           scorings=tuple(scorings), limit=limit, num_workers=workers,
+                           threads=threads, batch_size=batch_size)
     t = time.perf_counter()
     stats = evaluate.run(model, bench, out, spec, progress=False)
     return time.perf_counter() - t, stats
+
+
+def prefill_modes(model: models.LongVUModel, rows: int = 8, length: int = 1000) -> str:
+    """Seconds for ``rows`` random prompts of about ``length`` tokens through the decoder: one
+    padded batch, one by one, and an unpadded batch of equal lengths (best of 2)."""
+    import torch
+
+    from lib.longvu import batched
+
+    dec = model.model.base_decoder.model
+    h = model.model.embed_tokens.weight.shape[1]
+    x = [torch.randn(length + 7 * i, h) for i in range(rows)]
+    e, mask = batched.pad_rows(x, left=False)
+    same = torch.stack([r[:length] for r in x])
+    runs = {"padded batch": lambda: dec(inputs_embeds=e, attention_mask=mask),
+            "one by one": lambda: [dec(inputs_embeds=r[None]) for r in x],
+            "equal lengths, no mask": lambda: dec(inputs_embeds=same)}
+    out = []
+    with torch.no_grad():
+        for label, fn in runs.items():
+            best = float("inf")
+            for _ in range(2):
+                t = time.perf_counter()
+                fn()
+                best = min(best, time.perf_counter() - t)
+            out.append(f"{label} {best:.3f} s")
+    return f"decoder prefill, {rows} rows of ~{length} tokens: " + ", ".join(out)
+
+
+def _split(st: dict) -> str:
+    return (f"decode wait {st['decode_wait_s']:.1f} s, workers decode {st['decode_s']:.1f} s + "
+            f"preprocess {st['prep_s']:.1f} s, visual {st['visual_s']:.1f} s, decoder "
+            f"{st['decoder_s']:.1f} s, wall {st['wall_s']:.1f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--questions", type=int, default=8, help="per task (6 tasks)")
     ap.add_argument("--workers", type=int, default=config.default_workers())
     ap.add_argument("--threads", type=int, default=1, help="torch threads for both loops")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="evaluator rows per forward (default: the model's CPU default)")
+    ap.add_argument("--batch-sizes", default="",
+                    help="also time the 4-scorer setting at these batch sizes, e.g. 1,4,8,16")
+    ap.add_argument("--geometry", choices=["small", "real"], default="small",
+                    help="tiny LongVU tower geometry (real: 384/378 px towers)")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--fps", type=int, default=16)
     ap.add_argument("--json", default=None)
@@ -85,58 +129,54 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     minitvbench.build_minitvbench(tmp / "bench", args.questions, args.size, args.fps, seed=0)
     print(f"benchmark data: {6 * args.questions} questions, {args.size}px at {args.fps} fps "
-          f"(built in {time.perf_counter() - t0:.0f} s)")
+          f"(built in {time.perf_counter() - t0:.0f} s); load average "
+          f"{os.getloadavg()[0]:.1f}; {os.cpu_count()} CPU cores, torch {args.threads} "
+          f"thread(s), {args.workers} decode worker(s)")
     from lib.longvu.tiny import write_tiny
 
-    ckpt = write_tiny(tmp / "tiny", "qwen", "video", "small", 0)
+    ckpt = write_tiny(tmp / "tiny", "qwen", "video", args.geometry, 0)
     model = models.LongVUModel.load(str(ckpt), device="cpu")
+    bs = args.batch_size or model.default_batch_size()
     bench = tvbench.open_benchmark(tmp / "bench")
     qs = bench.questions
     n = len(qs)
-    one = [("normal", None)]
-    three = [("normal", None), ("shuffled", 0), ("reversed", None)]
     clips = [video.read_clip(q) for q in qs[:6]]
-    print(f"frames per question at 2 fps: {sum(len(c.indices) for c in clips) / len(clips):.1f} "
-          f"(of {sum(c.n_frames for c in clips) / len(clips):.0f} decoded-through)")
-
-    rows = {}
-    ours(model, bench, tmp / "warmup", one, 0, args.threads, 1)  # first-call overheads
-    t_naive1 = naive(model, qs, one)
-    rows["naive, 1 condition"] = (n, t_naive1)
-    t, st = ours(model, bench, tmp / "r1", one, args.workers, args.threads, None)
-    rows[f"evaluator, 1 condition, {args.workers} worker(s)"] = (n, t)
-    t_ours1 = t
-    t, _ = ours(model, bench, tmp / "r0", one, 0, args.threads, None)
-    rows["evaluator, 1 condition, 0 workers"] = (n, t)
-    t_naive3 = naive(model, qs, three)
-    rows["naive, 3 conditions"] = (3 * n, t_naive3)
-    t, st3 = ours(model, bench, tmp / "r3", three, args.workers, args.threads, None,
-                  str(tmp / "cache"))
-    rows[f"evaluator, 3 conditions, {args.workers} worker(s)"] = (3 * n, t)
-    t, _ = ours(model, bench, tmp / "r3b", three, args.workers, args.threads, None,
-                str(tmp / "cache"))
-    rows["evaluator, 3 conditions, warm frame cache"] = (3 * n, t)
-
-    three_scorers = ["paper", "letter", "option"]
-    t_ns = naive_scorers(_Unshared(model.model), qs, three_scorers)
-    rows["naive, 3 scorers (video encoded per scorer)"] = (n, t_ns)
-    t, _ = ours(model, bench, tmp / "s3", one, args.workers, args.threads, None,
-                scorings=tuple(three_scorers))
-    rows[f"evaluator, 3 scorers, {args.workers} worker(s)"] = (n, t)
-
-    base = {"1": n / t_naive1, "3": 3 * n / t_naive3, "s": n / t_ns}
-    out = {}
-    for label, (k, secs) in rows.items():
-        rate = k / secs
-        ref = base["3" if "3 conditions" in label else "s" if "3 scorers" in label else "1"]
-        out[label] = {"question_conditions": k, "seconds": secs, "per_s": rate,
-                      "speedup": rate / ref}
-        print(f"{label:<46}: {rate:6.2f} question-conditions/s  {rate / ref:4.1f}x")
-    print(f"evaluator time split (1 condition): decode {st['decode_s']:.1f} s and preprocess "
-          f"{st['prep_s']:.1f} s in workers, model {st['model_s']:.1f} s in the main process")
+    print(f"tiny LongVU ({args.geometry} geometry), frames per question at 2 fps: "
+          f"{sum(len(c.indices) for c in clips) / len(clips):.1f} (of "
+          f"{sum(c.n_frames for c in clips) / len(clips):.0f} decoded-through); evaluator "
+          f"batch size {bs}")
+    one = [("normal", None)]
+    two = [("normal", None), ("shuffled", 0)]
+    settings = [("1 condition, paper", one, ("paper",)),
+                ("1 condition, option", one, ("option",)),
+                ("normal+shuffled, 4 scorers", two, ALL_SCORERS)]
+    ours(model, bench, tmp / "warmup", one, ALL_SCORERS, 0, args.threads, bs, 1)  # first calls
+    out, ratio = {}, {}
+    for k, (label, units, scorings) in enumerate(settings):
+        t_naive = naive(model, qs, units, scorings)
+        t_ours, st = ours(model, bench, tmp / f"s{k}", units, scorings, args.workers,
+                          args.threads, bs)
+        qc = n * len(units)
+        ratio[label] = t_naive / t_ours
+        out[label] = {"question_conditions": qc, "naive_s": t_naive, "evaluator_s": t_ours,
+                      "naive_per_s": qc / t_naive, "evaluator_per_s": qc / t_ours,
+                      "speedup": t_naive / t_ours, "time_split": st}
+        print(f"{label:<28}: naive {qc / t_naive:6.2f}, evaluator {qc / t_ours:6.2f} "
+              f"question-conditions/s  {t_naive / t_ours:4.1f}x  ({_split(st)})")
+    for b in [int(x) for x in args.batch_sizes.split(",") if x]:
+        t, st = ours(model, bench, tmp / f"b{b}", two, ALL_SCORERS, args.workers, args.threads,
+                     b)
+        out[f"normal+shuffled, 4 scorers, batch {b}"] = {"evaluator_s": t, "per_s": 2 * n / t}
+        print(f"4 scorers, batch size {b:<3}      : evaluator {2 * n / t:6.2f} "
+              f"question-conditions/s ({_split(st)})")
+    print(prefill_modes(model))
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
-    print(f"speedup {t_naive1 / t_ours1:.1f}x, {n / t_ours1:.2f} questions/s")
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str) + "\n")
+    rate = n / out["1 condition, option"]["evaluator_s"]
+    print(f"speedup {ratio['1 condition, option']:.1f}x, {rate:.2f} questions/s (1 condition, "
+          f"option scorer); paper scorer {ratio['1 condition, paper']:.1f}x; normal+shuffled "
+          f"with paper+strict+letter+option {ratio['normal+shuffled, 4 scorers']:.1f}x")
     return 0
 
 

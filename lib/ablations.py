@@ -212,13 +212,17 @@ def beside_paper(ours: pd.DataFrame, table: str) -> pd.DataFrame:
 
 def ours_for_paper(res: pd.DataFrame, table: str) -> pd.DataFrame:
     """Sweep results (tuned models) of one of Tables 4-8, indexed by their ``paper_row``; for
-    Table 4 the base of a "videos + pseudo-videos" row also fills the "videos" row. (Table 3's
-    rows come from notebook 01: ``table3_ours``.)"""
+    Table 4 the base of a "videos + pseudo-videos" row also fills the "videos" row; for Table
+    3 (the paper-table3 sweep) the 1-step run gives the image-trained lines and its base the
+    video-trained ones, normal and shuffled (notebook 01's rows: ``table3_ours``)."""
     if res.empty or "paper_row" not in res.columns:
         return pd.DataFrame()
     out = {}
     for _, r in res[res["paper_row"].notna()].iterrows():
         pr = str(r["paper_row"])
+        if table == "3":  # paper-table3: the 1-step run and its video-trained base (BASE_STAGE)
+            out.update(_table3_lines(r, pr))
+            continue
         if r["is_base"]:
             if table == "4" and pr.startswith("videos + pseudo-videos"):
                 pr = pr.replace("videos + pseudo-videos", "videos", 1)
@@ -227,6 +231,17 @@ def ours_for_paper(res: pd.DataFrame, table: str) -> pd.DataFrame:
         out[pr] = {**{c: r.get(c) for c in paper.TASKS}, "Avg": r["micro"]}
     valid = {k: v for k, v in out.items() if _is_key(table, k)}
     return pd.DataFrame.from_dict(valid, orient="index")
+
+
+def _table3_lines(r: pd.Series, paper_row: str) -> dict[str, dict]:
+    """A paper-table3 sweep row as Table 3 lines: normal (per task) and shuffled (Avg)."""
+    llm = paper_row.split(" | ")[1]
+    name = "video-trained" if r["is_base"] else "image-trained"
+    lines = {f"{name} | {llm} | normal": {**{c: r.get(c) for c in paper.TASKS},
+                                          "Avg": r["micro"]}}
+    if pd.notna(r.get("shuffled_micro")):
+        lines[f"{name} | {llm} | shuffled"] = {"Avg": r["shuffled_micro"]}
+    return lines
 
 
 def _is_key(table: str, pr: str) -> bool:

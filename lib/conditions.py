@@ -1,6 +1,13 @@
 """Frame-order conditions: what a model sees of a sampled clip under normal, shuffled (seeded),
 reversed, static and blind order, and the labels of (condition, seed) units.
 
+``static`` and ``blind`` are the paper code's "repeated first frame" and "single black frame"
+diagnostics (checklist item 29; the fork's ``eval/eval_tvbench_format.py`` L234-238 and
+L275-285): the first sampled frame repeated as many times as the sampler took frames (the fork
+repeats the video's frame 0, the same frame for the unbounded Moving-Direction task it runs this
+on), and one 1024x1024 black frame. The letter-bias probe perm_k changes the options instead
+(``lib.diagnostics``).
+
 Used by ``lib.evaluate`` (every condition is built from the same sampled frames), ``lib.config``
 (``EvalSpec.units``), ``lib.metrics`` (group labels) and ``lib.run_folder``; notebooks 01 and 04
 through them.

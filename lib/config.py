@@ -19,7 +19,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from lib import conditions, questions
+from lib import conditions, questions, recipes
 from lib.t2vid import SOURCES
 from lib.video import Sampler
 
@@ -42,11 +42,18 @@ class EvalSpec:
     backend: str = "pyav"
     threads: int | None = None  # torch intra-op threads while running (1 suits tiny CPU models)
     on_short_video: str = "fail"  # ON_SHORT_VIDEO; not in a run's fingerprint (a rerun resumes)
+    perm_k: int = 0  # lib.diagnostics: move each answer k options later (0: off; checklist 29)
+    batch_size: int | None = None  # (question, condition) rows per decoder forward; None: the
+    # model's default for its device (lib.models); not in the fingerprint (same predictions)
 
     def __post_init__(self):
         if self.on_short_video not in ON_SHORT_VIDEO:
             raise ValueError(f"on_short_video must be one of {ON_SHORT_VIDEO}, got "
                              f"{self.on_short_video!r}")
+        if self.batch_size is not None and (not isinstance(self.batch_size, int)
+                                            or self.batch_size < 1):
+            raise ValueError("batch_size (--batch-size, BATCH_SIZE) must be a positive integer "
+                             f"or None for the device's default, got {self.batch_size!r}")
 
     def units(self) -> list[tuple[str, int | None]]:
         return conditions.condition_units(self.conditions, self.seeds)
@@ -57,7 +64,8 @@ class EvalSpec:
         return cls(tuple(args.conditions), tuple(args.seeds), tuple(args.scorings),
                    Sampler(args.sampler, args.num_frames), args.max_new_tokens, args.limit,
                    args.workers, args.frame_cache, args.backend, args.threads,
-                   getattr(args, "on_short_video", "fail"))
+                   getattr(args, "on_short_video", "fail"), getattr(args, "perm_k", 0),
+                   batch_size=getattr(args, "batch_size", None))
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], frame_cache_dir: Path | str | None = None,
@@ -117,7 +125,14 @@ class TrainConfig:
     micro_batch: int = 1
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0  # 0: no clipping (the paper's DeepSpeed config)
+    recipe: str = "ours"  # lib.recipes: the recipe the unset fields came from
+    seeding: str = "global"  # pseudo-video tables: one for all ranks | per-rank (seed + rank)
+    master_weights: str = "load"  # "fp32": trainable tensors fp32 under bf16 autocast
+    optim: str = "auto"  # auto: 8-bit paged AdamW on CUDA, AdamW on CPU | adamw (fp32 states)
+    group_by_length: bool = False  # micro-batches of similar length (fewer pad tokens)
+    deepspeed: str | None = None  # a DeepSpeed JSON (configs/deepspeed/zero2.json), CUDA only
+    attn_implementation: str = "sdpa"  # the decoder's attention: sdpa (PyTorch SDPA) | eager
     train_connector: bool = True
     init_adapter: str | None = None  # start from a saved adapter dir (e.g. a previous run)
     token_layout: str | None = None  # "video": an _img start in the paper's video layout
@@ -143,23 +158,27 @@ class TrainConfig:
         upper-cased (SEED, QUESTIONS, S, F, N, MODE, LR, LORA_R, LORA_ALPHA, GLOBAL_BATCH,
         SAVE_STEPS, TIME_BUDGET_S, ...) and STEPS for ``max_steps``; others are ignored. A line
         is printed every tenth of the steps. ``overrides`` (the resolved ``model``, ``out``,
-        ``coco``) win."""
+        ``coco``) win. RECIPE (``lib.recipes``, default "ours") fills every recipe field whose
+        parameter is absent or None."""
         names = {f.name.upper(): f.name for f in fields(cls)} | PARAM_ALIASES
         kw = {names[k]: v for k, v in params.items() if k in names}
         if kw.get("max_steps") is not None:
             kw.setdefault("log_every", max(1, kw["max_steps"] // 10))
-        return cls(**(kw | overrides))
+        kw = kw | overrides
+        return cls(**recipes.resolve_train(kw.pop("recipe", None) or "ours", kw, kw.get("model")))
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TrainConfig:
-        """From the flags ``add_train_arguments`` declares."""
-        return cls(**{name: getattr(args, name) for name in TRAIN_FLAGS},
+        """From the flags ``add_train_arguments`` declares; the recipe (``--recipe``) fills
+        every recipe field whose flag was not given."""
+        given = {name: getattr(args, name) for name in TRAIN_FLAGS if name != "recipe"}
+        return cls(**recipes.resolve_train(args.recipe, given, args.model),
                    require_4bit=False if args.allow_fallback else None)
 
 
 # The `python -m lib.train` flags in --help order: field -> (flag, extra add_argument keywords).
 # Type and default come from the field; a bool field is a switch.
-TRAIN_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
+TRAIN_FLAGS: dict[str, tuple[str | tuple[str, ...], dict[str, Any]]] = {
     "model": ("--model", {"required": True, "help": "LongVU checkpoint dir or cached hub id"}),
     "coco": ("--coco", {"required": True, "help": "COCO-layout dir (images + captions)"}),
     "source": ("--source", {"choices": SOURCES,
@@ -168,16 +187,33 @@ TRAIN_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "questions": ("--questions", {"help": "question mix, e.g. R1 or R1:S=4:F=20"}),
     "S": ("--S", {}),
     "F": ("--F", {}),
-    "n": ("--n", {}),
+    # --N too: torchrun's own parser reads "--n" as an ambiguous abbreviation of its --nnodes
+    "n": (("--n", "--N"), {"help": "pseudo-videos per epoch (per rank with --seeding per-rank)"}),
     "out": ("--out", {"required": True, "help": "run dir"}),
     "mode": ("--mode", {"choices": TRAIN_MODES}),
     "max_steps": ("--max-steps", {}),
     "epochs": ("--epochs", {}),
     "lr": ("--lr", {}),
+    "recipe": ("--recipe", {"choices": recipes.RECIPE_NAMES,
+                            "help": "paper: the fork's exact settings; ours: the one-GPU "
+                                    "defaults (lib.recipes); explicit flags override it"}),
     "lora_r": ("--r", {}),
     "lora_alpha": ("--alpha", {}),
     "global_batch": ("--global-batch", {}),
     "micro_batch": ("--micro-batch", {}),
+    "warmup_ratio": ("--warmup-ratio", {}),
+    "weight_decay": ("--weight-decay", {}),
+    "max_grad_norm": ("--max-grad-norm", {"help": "0: no clipping"}),
+    "seeding": ("--seeding", {"choices": ("global", "per-rank"),
+                              "help": "pseudo-video tables: one for all ranks, or seed + rank"}),
+    "master_weights": ("--master-weights", {"choices": ("fp32", "load")}),
+    "optim": ("--optim", {"choices": ("auto", "adamw")}),
+    "group_by_length": ("--group-by-length", {"help": "micro-batches of similar length"}),
+    "deepspeed": ("--deepspeed", {"help": "DeepSpeed JSON for full fine-tuning on several GPUs, "
+                                          "e.g. configs/deepspeed/zero2.json (README)"}),
+    "attn_implementation": ("--attn-implementation", {"choices": ("sdpa", "eager")}),
+    "activation_checkpointing": ("--activation-checkpointing", {
+        "help": "recompute decoder activations in backward (less memory, slower)"}),
     "save_steps": ("--save-steps", {}),
     "time_budget_s": ("--time-budget", {
         "help": "seconds of training before saving and stopping (resume later)"}),
@@ -204,7 +240,8 @@ TRAIN_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Declare ``TRAIN_FLAGS`` (typed and defaulted from ``TrainConfig``) and
+    """Declare ``TRAIN_FLAGS`` (typed and defaulted from ``TrainConfig``; a recipe field
+    defaults to None, filled by ``--recipe``; a bool is ``--x`` / ``--no-x``) and
     ``--allow-fallback`` (``require_4bit=False``) on ``parser``."""
     hints = get_type_hints(TrainConfig)
     defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
@@ -213,12 +250,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                     if t is not type(None))
         kw: dict[str, Any] = {"dest": name, **extra}
         if not extra.get("required"):
-            kw["default"] = defaults[name]
+            kw["default"] = None if name in recipes.TRAIN_FIELDS else defaults[name]
         if kind is bool:
-            kw["action"] = "store_true"
+            kw["action"] = argparse.BooleanOptionalAction
         else:
             kw["type"] = kind
-        parser.add_argument(flag, **kw)
+        parser.add_argument(*((flag,) if isinstance(flag, str) else flag), **kw)
     parser.add_argument("--allow-fallback", action="store_true",
                         help="qlora: train 16-bit LoRA (loudly) if 4-bit is unusable")
     return parser

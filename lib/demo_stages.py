@@ -14,9 +14,11 @@ profile makes both from a tiny random LongVU (notebook 00 builds them; 01, 03 an
 Both train all decoder and connector weights (``lib.train`` mode ``full``) and are saved as
 complete checkpoints in LongVU's layout, so they load wherever an official checkpoint does.
 
-Diagnostic: ``python -m lib.demo_stages mc-accuracy --checkpoint DIR`` measures whether a stage
-checkpoint picks the right caption by letter on held-out shapes-COCO images (the skill every
-multiple-choice benchmark presupposes).
+Diagnostics (docs/demo.md): ``python -m lib.demo_stages mc-accuracy --checkpoint DIR`` measures
+whether a stage checkpoint picks the right caption by letter on held-out shapes-COCO images (the
+skill every multiple-choice benchmark presupposes); ``frame-similarity`` whether the frames of
+two scenes reach the decoder distinguishably; ``prompt-lengths`` how many tokens the stages'
+prompts take under the checkpoint's tokenizer.
 """
 
 from __future__ import annotations
@@ -235,6 +237,59 @@ def image_mc_accuracy(ckpt: Path | str, coco_root: Path | str, n: int = 200,
             "picked": picked}
 
 
+def frame_similarity(ckpt: Path | str, n: int = 20, seed: int = 7) -> dict:
+    """Do the frames of a two-scene MiniTVBench Scene Transition video reach the decoder
+    distinguishably? Mean cosine similarity of the per-frame visual tokens (the projected
+    connector output, flattened) within a scene and across the two scenes, plus the frames the
+    DINO dropping kept and the token regime."""
+    model = longvu.load(ckpt).eval()
+    data = VideoStageDataset(n, seed=seed, tasks=("scene_transition",))
+    within, across, kept, regimes = [], [], [], set()
+    ids = model.tokenize(model.prompt("x"))
+    with torch.no_grad():
+        for i in range(n):
+            frames = data[i]["frames"]
+            change = next(t for t in range(1, len(frames))
+                          if not np.array_equal(frames[t], frames[t - 1]))
+            trace: dict = {}
+            model.embed_one(ids, model.preprocess(frames), trace)
+            f = torch.nn.functional.normalize(trace["proj_highres"].flatten(1), dim=-1)
+            sim = f @ f.T
+            scene = torch.tensor([t >= change for t in trace["kept_frame_indices"]])
+            same = scene[:, None] == scene[None, :]
+            off = ~torch.eye(len(f), dtype=torch.bool)
+            within.append(float(sim[same & off].mean()))
+            across.append(float(sim[~same].mean()))
+            kept.append(len(trace["kept_frame_indices"]) / len(frames))
+            regimes.add(trace["regime"])
+    return {"checkpoint": paths.relative(Path(ckpt)), "videos": n,
+            "cos_within_scene": round(float(np.mean(within)), 4),
+            "cos_across_scenes": round(float(np.mean(across)), 4),
+            "frames_kept_fraction": round(float(np.mean(kept)), 3), "regimes": sorted(regimes)}
+
+
+def prompt_lengths(ckpt: Path | str, coco_root: Path | str, n: int = 50) -> dict:
+    """Token counts (text ids, visual rows) of the stages' prompts under a checkpoint's
+    tokenizer: 4-option image MC and the 2-option Scene Transition question."""
+    # lib.train imports transformers' Trainer stack (see train_stage)
+    from lib.train import SampleBuilder
+
+    model = longvu.load(ckpt).eval()
+    builder = SampleBuilder(model)
+    img = ImageStageDataset(CaptionIndex.from_root(coco_root, "val"), n, seed=7, mc_fraction=1.0)
+    vid = VideoStageDataset(n, seed=7, tasks=("scene_transition",))
+    out = {}
+    for name, data in (("image_mc_4", img), ("scene_transition_2", vid)):
+        lens = [len(builder(data[i])["input_ids"]) for i in range(n)]
+        out[name] = {"text_ids_mean": round(float(np.mean(lens)), 1), "max": max(lens)}
+    ids = model.tokenize(model.prompt("x"))
+    with torch.no_grad():
+        _, pmap = model.embed_one(ids, model.preprocess(img[0]["frames"]))
+    out["visual_rows_per_frame"] = int((pmap == -1).sum())
+    out["tokenizer_size"] = len(model.tokenizer)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lib.demo_stages",
                                 description=__doc__.split("\n")[0])
@@ -248,9 +303,21 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--n", type=int, default=200)
     q.add_argument("--options", type=int, default=4)
     q.add_argument("--seed", type=int, default=7)
+    f = sub.add_parser("frame-similarity",
+                       help="are frames of different scenes distinguishable at the decoder?")
+    f.add_argument("--checkpoint", required=True)
+    f.add_argument("--n", type=int, default=20)
+    t = sub.add_parser("prompt-lengths", help="token counts of the stages' prompts")
+    t.add_argument("--checkpoint", required=True)
+    t.add_argument("--coco", default=None)
+    t.add_argument("--profile", default="demo", choices=["demo", "smoke"])
     a = p.parse_args(argv)
-    coco_root = a.coco or assets.embedded(a.profile)["coco"]
-    res = image_mc_accuracy(a.checkpoint, coco_root, a.n, a.options, a.seed)
+    if a.cmd == "frame-similarity":
+        res = frame_similarity(a.checkpoint, a.n)
+    else:
+        coco_root = a.coco or assets.embedded(a.profile)["coco"]
+        res = (image_mc_accuracy(a.checkpoint, coco_root, a.n, a.options, a.seed)
+               if a.cmd == "mc-accuracy" else prompt_lengths(a.checkpoint, coco_root))
     print(json.dumps(res))
     return 0
 

@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lib import conditions, metrics, paths, results, run_folder, tables, tvbench
+from lib import (conditions, diagnostics, metrics, paths, recipes, results, run_folder, tables,
+                 tvbench)
 from lib.config import ON_SHORT_VIDEO, EvalSpec, default_workers
 from lib.evaluate import check_short_windows, dist_info, finalize, run, summary_lines
 from lib.metrics import SCORINGS
@@ -56,13 +57,25 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frame-cache", default=None, help="dir for decoded clips (reused)")
     p.add_argument("--backend", choices=["pyav", "decord"], default="pyav")
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16")
+    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: the "
+                   "recipe's; ours: float32 on CPU, bfloat16 on CUDA)")
+    p.add_argument("--recipe", choices=recipes.RECIPE_NAMES, default="ours",
+                   help="paper: the fork's evaluation (fp16, drop_threshold 0.8); ours: the "
+                        "checkpoint's config and load dtype (lib.recipes); flags win")
+    p.add_argument("--drop-threshold", type=float, default=None,
+                   help="LongVU's frame-drop threshold (default: the recipe's, else config.json)")
     p.add_argument("--quantization", choices=["none", "nf4"], default="none")
     p.add_argument("--token-layout", choices=["image", "video"], default=None,
                    help="load --model in this token layout (video: an _img checkpoint in the "
                         "paper's video layout, new pos_embed_* drawn from --layout-seed)")
     p.add_argument("--layout-seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=5)
+    p.add_argument("--perm-k", type=int, default=0, help="move each answer K options later, "
+                   "cyclically (the paper code's perm_K letter-bias probe; 0: off)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="(question, condition) rows per decoder forward (default: the model's "
+                        "for its device, 8 for LongVU on CUDA or CPU; predictions do not "
+                        "depend on it)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads while scoring (1 is fastest for tiny models)")
     p.add_argument("--n-boot", type=int, default=2000)
@@ -86,14 +99,20 @@ def cli_eval(args: argparse.Namespace) -> int:
         group = dist
     release = None if args.release == "none" else args.release
     bench = tvbench.open_benchmark(args.data, args.tasks, args.on_missing, release)
+    bench = diagnostics.perm_k_benchmark(bench, args.perm_k)
     # Imported here so that `score` and `compare` never load torch and transformers.
     from lib.models import load_model
 
     spec = EvalSpec.from_args(args)
     check_short_windows(bench, spec)  # before the model loads
     with run_folder.locked(args.out, rank):  # before the model loads: a busy folder fails fast
+        recipe = recipes.get(args.recipe)
+        args.dtype = args.dtype or recipe.eval_dtype
+        if args.drop_threshold is None:
+            args.drop_threshold = recipe.eval_drop_threshold
         model = load_model(args.model, args.adapter, args.device, args.quantization, args.dtype,
-                           token_layout=args.token_layout, layout_seed=args.layout_seed)
+                           token_layout=args.token_layout, layout_seed=args.layout_seed,
+                           drop_threshold=args.drop_threshold)
         return _eval_locked(args, model, bench, spec, rank, world, group)
 
 
@@ -118,12 +137,16 @@ def _eval_locked(args: argparse.Namespace, model: VideoQAModel, bench: Benchmark
             group.destroy_process_group()
     print("\n".join(summary_lines(res) + [tables.format_groups(res)]))
     if not args.no_record:
-        results.record(res, args.label or Path(args.out).name, args.out, model.name, args.data)
+        results.record(res, args.label or Path(args.out).name, args.out, model.name, args.data,
+                       recipes.eval_record(args.recipe, args.dtype, args.drop_threshold))
     return 0
 
 
 def _cmd_score(args) -> int:
-    res = metrics.score(args.predictions, args.data, n_boot=args.n_boot, seed=args.seed)
+    k = diagnostics.run_perm_k(args.predictions) if args.perm_k is None else args.perm_k
+    data = args.data if not k else diagnostics.perm_k_benchmark(tvbench.open_benchmark(
+        args.data, on_missing="skip", release=None, require_videos=False), k)
+    res = metrics.score(args.predictions, data, n_boot=args.n_boot, seed=args.seed)
     if args.group:
         if args.group not in res:
             print(f"no group {args.group!r}; have {list(res)}", file=sys.stderr)
@@ -156,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--predictions", required=True, help="predictions .jsonl or a run dir")
     s.add_argument("--json", help="write all metrics here")
     s.add_argument("--group", help="only this condition/scoring group, e.g. normal/paper")
+    s.add_argument("--perm-k", type=int, default=None, help="answers sit K options later "
+                   "(default: the run dir's own --perm-k, else 0)")
     s.add_argument("--n-boot", type=int, default=2000)
     s.add_argument("--seed", type=int, default=0)
     c = sub.add_parser("compare", help="paired difference B - A on shared questions")

@@ -6,8 +6,8 @@ benchmarks/tvbench_throughput.py. Metrics live in ``lib.metrics`` and work from 
 file alone; tables and report.md text in ``lib.tables``; models in ``lib.models``.
 
 Any model works that implements ``lib.models.VideoQAModel`` (``prompt``, ``preprocessor``,
-``generate``, ``letter_logprobs``, ``option_logprobs``); ``--model fake:hash`` is the
-deterministic stand-in for tests and dry runs.
+the batched ``generate_batch`` and ``likelihood_batch``, ``session``/``end_batch``/``timing``);
+``--model fake:hash`` is the deterministic stand-in for tests and dry runs.
 
 Scorings: ``paper`` (LongVU's prompt, greedy 5 tokens, its regex parser whose misses fall back
 to option C, counted), ``strict`` (same generation, an unparsable answer is wrong),
@@ -16,14 +16,19 @@ restricted to the valid letters) and ``option``
 (summed log-likelihood of each option's text); ``likelihood`` means letter + option.
 
 The runner decodes each question's frames once in DataLoader workers, applies every condition
-there, preprocesses on the CPU, and appends one line per (question, condition, scoring) to
-``predictions.jsonl`` (flushed per question, fsynced every 2 s). A rerun skips finished keys,
-so a killed run resumes to exactly the same metrics; one process at a time holds a run folder,
-and a folder made with another model, data or sampler is refused (``lib.run_folder``). A
-rerun with a smaller LIMIT (or fewer tasks) scores its own questions and counts the others
-(``outside_selection``). The scorers of one question share one visual encoding. Under
-torchrun/accelerate (``WORLD_SIZE`` > 1) rank r takes questions r, r+W, ...; rank 0 merges the
-shard files and scores. Questions evaluated on short video frames (``lib.video.SHORT_NOTES``)
+there, preprocesses on the CPU, and scores ``batch_size`` (question, condition) rows at a time
+(``EvalSpec.batch_size``; None: the model's default for its device): one generation call for
+the paper/strict scorers, one prefill per prompt for the letter and option scorers (options
+scored over its key/value cache), towers and connector once per (clip, condition) for every
+scorer. It appends one line per (question, condition, scoring) to ``predictions.jsonl``
+(flushed per batch, fsynced every 2 s) and the time split (decode wait; decode and preprocess
+in workers; visual; decoder) to ``timing.json``, which ``finalize`` puts in metrics.json. A
+rerun skips finished keys, so a killed run resumes to exactly the same metrics; one process at
+a time holds a run folder, and a folder made with another model, data or sampler is refused
+(``lib.run_folder``). A rerun with a smaller LIMIT (or fewer tasks) scores its own questions
+and counts the others (``outside_selection``). Under torchrun/accelerate (``WORLD_SIZE`` > 1)
+rank r takes questions r, r+W, ...; rank 0 merges the shard files and scores. Questions
+evaluated on short video frames (``lib.video.SHORT_NOTES``)
 are counted in metrics.json, report.md and stdout, and stop ``finalize`` unless
 ``on_short_video="report"`` (``--on-short-video``). The ``eval`` command records each group as a
 row of ``outputs/results/tvbench.csv`` (``lib.results``).
@@ -45,7 +50,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from lib import conditions, metrics, predictions, run_folder, tables, tvbench, video
+from lib import conditions, diagnostics, metrics, predictions, run_folder, tables, tvbench, video
 from lib.config import ON_SHORT_VIDEO, EvalSpec
 from lib.metrics import SCORINGS
 from lib.predictions import PredictionSet, group_of
@@ -107,27 +112,54 @@ def expand_scorings(scorings: Sequence[str]) -> list[str]:
 
 def score_question(model: VideoQAModel, q: Question, prepared, scorings: Sequence[str],
                    max_new_tokens: int = 5) -> list[dict]:
-    """One record per scoring; ``paper`` and ``strict`` share one generation."""
-    prompt = model.prompt(q.question, q.candidates)
-    k = len(q.candidates)
+    """One record per scoring; ``paper`` and ``strict`` share one generation, and every scorer
+    one visual encoding."""
+    with model.session():
+        out = score_rows(model, [(q, prepared, scorings)], max_new_tokens)[0]
+        model.end_batch()
+    return out
+
+
+def score_rows(model: VideoQAModel, rows: Sequence[tuple[Question, object, Sequence[str]]],
+               max_new_tokens: int = 5) -> list[list[dict]]:
+    """Records of several (question, prepared clip, scorings) rows, batched: one
+    ``generate_batch`` over the rows that need a generation, one ``likelihood_batch`` over those
+    that need letter or option scores. Row i's records are those ``score_question`` gives it."""
+    prompts = [model.prompt(q.question, q.candidates) for q, _, _ in rows]
+    gen = [i for i, (_, _, sc) in enumerate(rows) if {"paper", "strict"} & set(sc)]
+    raws = dict(zip(gen, model.generate_batch([rows[i][1] for i in gen],
+                                              [prompts[i] for i in gen], max_new_tokens)
+                    if gen else []))
+    lik = [i for i, (_, _, sc) in enumerate(rows) if {"letter", "option"} & set(sc)]
+    lets: dict = {}
+    opts: dict = {}
+    if lik:
+        la, oa = model.likelihood_batch(
+            [rows[i][1] for i in lik], [prompts[i] for i in lik],
+            [LETTERS[:len(rows[i][0].candidates)] if "letter" in rows[i][2] else None
+             for i in lik],
+            [rows[i][0].candidates if "option" in rows[i][2] else None for i in lik])
+        lets, opts = dict(zip(lik, la)), dict(zip(lik, oa))
     out = []
-    raw = None
-    if "paper" in scorings or "strict" in scorings:
-        raw = model.generate(prepared, prompt, max_new_tokens=max_new_tokens)
-    for s in scorings:
-        if s in ("paper", "strict"):
-            idx, status = (parse_paper if s == "paper" else parse_strict)(raw, k)
-            out.append({"scoring": s, "pred_index": idx, "parse": status, "raw": raw})
-        elif s == "letter":
-            lp = model.letter_logprobs(prepared, prompt, LETTERS[:k])
-            out.append({"scoring": s, "pred_index": int(np.argmax(lp)), "parse": "ok",
-                        "letter_logprobs": [round(x, 5) for x in lp]})
-        elif s == "option":
-            lp, nt = model.option_logprobs(prepared, prompt, q.candidates)
-            out.append({"scoring": s, "pred_index": int(np.argmax(lp)), "parse": "ok",
-                        "option_logprobs": [round(x, 5) for x in lp],
-                        "option_ntokens": list(nt),
-                        "pred_index_mean": int(np.argmax(np.asarray(lp) / np.maximum(nt, 1)))})
+    for i, (q, _, scorings) in enumerate(rows):
+        k = len(q.candidates)
+        recs = []
+        for s in scorings:
+            if s in ("paper", "strict"):
+                idx, status = (parse_paper if s == "paper" else parse_strict)(raws[i], k)
+                recs.append({"scoring": s, "pred_index": idx, "parse": status, "raw": raws[i]})
+            elif s == "letter":
+                lp = lets[i]
+                recs.append({"scoring": s, "pred_index": int(np.argmax(lp)), "parse": "ok",
+                             "letter_logprobs": [round(x, 5) for x in lp]})
+            elif s == "option":
+                lp, nt = opts[i]
+                recs.append({"scoring": s, "pred_index": int(np.argmax(lp)), "parse": "ok",
+                             "option_logprobs": [round(x, 5) for x in lp],
+                             "option_ntokens": list(nt),
+                             "pred_index_mean": int(np.argmax(np.asarray(lp)
+                                                              / np.maximum(nt, 1)))})
+        out.append(recs)
     return out
 
 
@@ -177,12 +209,14 @@ def _worker_init(_):
     torch.set_num_threads(1)  # workers decode; the model keeps the cores
 
 
-def _loader(ds: _ClipDataset, num_workers: int):
+def _loader(ds: _ClipDataset, num_workers: int, batch_size: int = 1):
     from torch.utils.data import DataLoader
 
     kw = {"num_workers": num_workers, "batch_size": 1, "collate_fn": _first, "shuffle": False}
     if num_workers > 0:
-        kw.update(worker_init_fn=_worker_init, prefetch_factor=2)
+        # two model batches in flight, so the workers keep decoding while a batch is scored
+        kw.update(worker_init_fn=_worker_init,
+                  prefetch_factor=max(2, -(-2 * batch_size // num_workers)))
     return DataLoader(ds, **kw)
 
 
@@ -192,9 +226,12 @@ def _loader(ds: _ClipDataset, num_workers: int):
 
 def _fingerprint(model: VideoQAModel, bench: Benchmark, spec: EvalSpec) -> dict:
     """What must not change between a run and its resumption."""
+    inner = getattr(model, "model", None)  # a LongVU's dtype and drop_threshold (lib.recipes)
     return {"model": model.name, "data": str(bench.root.resolve()),
             "json_sha256": bench.json_sha256, "sampler": spec.sampler.spec,
-            "max_new_tokens": spec.max_new_tokens, "backend": spec.backend}
+            "max_new_tokens": spec.max_new_tokens, "backend": spec.backend,
+            "dtype": str(getattr(inner, "dtype", "")),
+            "drop_threshold": getattr(getattr(inner, "config", None), "drop_threshold", None)}
 
 
 @contextlib.contextmanager
@@ -255,48 +292,80 @@ def _run_locked(model: VideoQAModel, bench: Benchmark, out: Path, spec: EvalSpec
     todo = [q for q in mine if any(k not in done for k in keys(q))]
     ds = _ClipDataset(todo, spec.sampler, units, model.preprocessor(), spec.frame_cache,
                       spec.backend)
-    stats = {"questions": len(mine), "todo": len(todo), "records": 0, "decode_s": 0.0,
-             "prep_s": 0.0, "model_s": 0.0}
+    bs = spec.batch_size or model.default_batch_size()
+    stats = {"questions": len(mine), "todo": len(todo), "records": 0, "batch_size": bs,
+             "decode_wait_s": 0.0, "decode_s": 0.0, "prep_s": 0.0, "model_s": 0.0,
+             "visual_s": 0.0, "decoder_s": 0.0}
     t_start = time.perf_counter()
     path = predictions_path(out, rank, world_size)
-    last_sync = time.perf_counter()
-    with run_folder.open_append(path) as f, _torch_threads(spec.threads):
-        bar = tqdm(_loader(ds, spec.num_workers), total=len(todo), disable=not progress,
+    with run_folder.open_append(path) as f, _torch_threads(spec.threads), model.session():
+        t0_model = model.timing()
+        sink = run_folder.LineSink(f, stats)
+        bar = tqdm(total=len(todo), disable=not progress,
                    desc=f"TVBench {model.name}" + (f" rank {rank}" if world_size > 1 else ""))
-        for item in bar:
-            if "error" in item:
-                raise VideoError(item["error"])
-            q = todo[item["i"]]
-            sid = tvbench.sample_id(q)
-            lines = []
+        items = iter(_loader(ds, spec.num_workers, bs))
+        pending: list[dict] = []
+        while True:
             t0 = time.perf_counter()
-            for (c, s), prepared in item["prepared"].items():
-                need = [m for m in scorings if (sid, c, s, m) not in done]
-                for rec in score_question(model, q, prepared, need, spec.max_new_tokens):
-                    lines.append({"sample_id": sid, "task": q.task, "index": q.index,
-                                  "video": q.video, "question": q.question,
-                                  "num_options": len(q.candidates),
-                                  "answer_index": q.answer_index, "condition": c, "seed": s,
-                                  **rec, "n_frames": item["n_frames"] if c != "blind" else 1,
-                                  "frame_note": item["note"], "model": model.name})
-            stats["model_s"] += time.perf_counter() - t0
-            stats["decode_s"] += item["decode_s"]
-            stats["prep_s"] += item["prep_s"]
-            f.write("".join(json.dumps(r) + "\n" for r in lines))
-            f.flush()  # in the OS after each question: a killed process loses nothing
-            if time.perf_counter() - last_sync > 2.0:  # on disk every 2 s (power loss)
-                os.fsync(f.fileno())
-                last_sync = time.perf_counter()
-            stats["records"] += len(lines)
-        os.fsync(f.fileno())
+            item = next(items, None)
+            stats["decode_wait_s"] += time.perf_counter() - t0
+            if item is not None:
+                if "error" in item:
+                    raise VideoError(item["error"])
+                stats["decode_s"] += item["decode_s"]
+                stats["prep_s"] += item["prep_s"]
+                pending.append(item)
+            if pending and (item is None or len(pending) >= bs):
+                t0 = time.perf_counter()
+                lines = _score_items(model, [(todo[it["i"]], it) for it in pending], scorings,
+                                     done, bs, spec.max_new_tokens)
+                stats["model_s"] += time.perf_counter() - t0
+                sink.write(lines)
+                bar.update(len(pending))
+                pending = []
+            if item is None:
+                break
+        bar.close()
+        sink.sync()
+        for k, v in model.timing().items():
+            stats[k] = v - t0_model.get(k, 0.0)
     stats["wall_s"] = time.perf_counter() - t_start
+    if stats["todo"]:
+        run_folder.write_timing(out, rank, stats)
     return stats
+
+
+def _score_items(model: VideoQAModel, items: list[tuple[Question, dict]], scorings: list[str],
+                 done: set, batch_size: int, max_new_tokens: int) -> list[dict]:
+    """Prediction lines of several loader items (a question, every condition prepared), in
+    (question, condition, scoring) order; rows go to the model ``batch_size`` at a time."""
+    rows, meta = [], []
+    for q, item in items:
+        sid = tvbench.sample_id(q)
+        for (c, s), prepared in item["prepared"].items():
+            need = [m for m in scorings if (sid, c, s, m) not in done]
+            if need:
+                rows.append((q, prepared, need))
+                meta.append((q, item, c, s))
+    lines = []
+    for start in range(0, len(rows), batch_size):
+        recs = score_rows(model, rows[start:start + batch_size], max_new_tokens)
+        for (q, item, c, s), rr in zip(meta[start:start + batch_size], recs):
+            lines += [{"sample_id": tvbench.sample_id(q), "task": q.task, "index": q.index,
+                       "video": q.video, "question": q.question,
+                       "num_options": len(q.candidates), "answer_index": q.answer_index,
+                       "condition": c, "seed": s, **rec,
+                       "n_frames": item["n_frames"] if c != "blind" else 1,
+                       "frame_note": item["note"], "model": model.name} for rec in rr]
+    model.end_batch()
+    return lines
 
 
 def finalize(out_dir: Path | str, bench: Benchmark, n_boot: int = 2000, seed: int = 0,
              limit: int | None = None, on_short_video: str = "fail") -> dict[str, dict]:
     """Merge shards, score every group on the asked questions (the first ``limit`` of each
-    task), write metrics.json and report.md. With ``on_short_video="fail"`` a question
+    task), write metrics.json (the groups, and ``time_split``: each rank's last run's seconds
+    from timing.json) and report.md; returns the groups. With ``on_short_video="fail"`` a question
     evaluated on short video frames stops it first (``VideoError`` listing them all)."""
     if on_short_video not in ON_SHORT_VIDEO:
         raise ValueError(f"on_short_video must be one of {ON_SHORT_VIDEO}, got "
@@ -320,7 +389,9 @@ def finalize(out_dir: Path | str, bench: Benchmark, n_boot: int = 2000, seed: in
             m["outside_selection"] = outside.get(label, 0)
         if on_short_video == "fail":
             _refuse_short(out, [pset.records[i] for i in mine])
-        (out / "metrics.json").write_text(json.dumps(res, indent=1) + "\n")
+        timing = run_folder.read_timing(out)  # the run's, not a group's: beside the groups
+        (out / "metrics.json").write_text(json.dumps(
+            {**res, **({"time_split": timing} if timing else {})}, indent=1) + "\n")
         report = tables.run_report(res, bench.root)
         notes = summary_lines(res)
         if notes:
@@ -403,6 +474,7 @@ def evaluate(model: VideoQAModel, bench: Benchmark, out_dir: Path | str, spec: E
              n_boot: int = 2000, progress: bool = True) -> dict[str, dict]:
     """Single-process convenience for notebooks: run (resumably) then finalize; returns the
     groups of ``spec`` only (a shared folder may also hold other conditions or scorers)."""
+    bench = diagnostics.perm_k_benchmark(bench, spec.perm_k)  # checklist 29 (0: unchanged)
     with run_folder.locked(out_dir):
         run(model, bench, out_dir, spec, progress=progress)
         res = finalize(out_dir, bench, n_boot=n_boot, limit=spec.limit,

@@ -1,18 +1,22 @@
 """Models behind one small protocol: what the evaluator asks of a video QA model.
 
 ``VideoQAModel`` is the protocol (``prompt``, ``preprocessor``, ``generate``,
-``letter_logprobs``, ``option_logprobs``); ``LongVUModel`` wraps ``lib.longvu`` and ``FakeModel``
-is a deterministic stand-in for tests and dry runs (``--model fake:hash``). ``ModelSpec`` names
-a checkpoint + adapter + quantization to load; ``pick_device`` is the one device rule (used by
-``lib.train`` too). Used by ``lib.evaluate``, ``lib.profiles`` and notebooks 01 and 04.
+``letter_logprobs``, ``option_logprobs``, their batched forms ``generate_batch`` and
+``likelihood_batch`` over several (question, clip) rows, ``session`` / ``end_batch`` around the
+evaluator's batches, ``timing`` and ``default_batch_size``); ``LongVUModel`` wraps ``lib.longvu``
+and ``FakeModel`` is a deterministic stand-in for tests and dry runs (``--model fake:hash``).
+``ModelSpec`` names a checkpoint + adapter + quantization to load; ``pick_device`` is the one
+device rule (used by ``lib.train`` too). Used by ``lib.evaluate``, ``lib.profiles`` and
+notebooks 01 and 04.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -56,6 +60,29 @@ class VideoQAModel(Protocol):
     def option_logprobs(self, prepared: Any, prompt: str, options: Sequence[str]
                         ) -> tuple[list[float], list[int]]: ...
 
+    def generate_batch(self, prepared: Sequence[Any], prompts: Sequence[str],
+                       max_new_tokens: int = 5) -> list[str]: ...
+
+    def likelihood_batch(self, prepared: Sequence[Any], prompts: Sequence[str],
+                         letters: Sequence[Sequence[str] | None],
+                         options: Sequence[Sequence[str] | None]
+                         ) -> tuple[list[list[float] | None],
+                                    list[tuple[list[float], list[int]] | None]]: ...
+
+    def session(self) -> contextlib.AbstractContextManager: ...
+
+    def end_batch(self) -> None: ...
+
+    def timing(self) -> dict[str, float]: ...
+
+    def default_batch_size(self) -> int: ...
+
+
+# Rows per decoder forward when --batch-size is not given. CPU: measured with
+# benchmarks/tvbench_throughput.py --batch-sizes on the 2-core machine (docs/benchmarks.md).
+BATCH_SIZE_CUDA = 8
+BATCH_SIZE_CPU = 8
+
 
 class LongVUModel:
     """``lib.longvu.LongVU`` behind the evaluator protocol; prompts come from the checkpoint's
@@ -73,26 +100,6 @@ class LongVUModel:
             self._letter_ids.append(ids[0])
         if len(set(self._letter_ids)) != len(self._letter_ids):
             raise ValueError(f"{self.name}: option letters do not map to distinct first tokens")
-        self._memoize_visual_embedding()
-
-    def _memoize_visual_embedding(self) -> None:
-        """Scorers of one question share one tower + connector pass: LongVU's generate,
-        next_token_logits and sequence_logprob each call ``embed_one(ids, visual)`` with the same
-        prompt and visual input, so the last result is kept (one entry; the visual object is
-        held, so identity cannot be reused by another input)."""
-        embed = type(self.model).embed_one
-        model, last = self.model, {}
-
-        def embed_one(input_ids, visual, trace=None):
-            key = tuple(input_ids)
-            if trace is None and last.get("ids") == key and last.get("visual") is visual:
-                return last["out"]
-            out = embed(model, input_ids, visual, trace)
-            if trace is None:
-                last.update(ids=key, visual=visual, out=out)
-            return out
-
-        model.embed_one = embed_one
 
     @classmethod
     def load(cls, path_or_id: str, adapter: str | None = None, device: str = "cpu",
@@ -124,10 +131,46 @@ class LongVUModel:
 
     def option_logprobs(self, prepared, prompt: str, options: Sequence[str]
                         ) -> tuple[list[float], list[int]]:
-        tok = self.model.tokenizer
         # The option text right after the assistant header, as an answer would start.
         lps = self.model.sequence_logprob(prepared, prompt, list(options))
-        return lps, [len(tok(o, add_special_tokens=False)["input_ids"]) for o in options]
+        return lps, self._ntokens(options)
+
+    def _ntokens(self, options: Sequence[str]) -> list[int]:
+        tok = self.model.tokenizer
+        return [len(tok(o, add_special_tokens=False)["input_ids"]) for o in options]
+
+    def generate_batch(self, prepared: Sequence, prompts: Sequence[str],
+                       max_new_tokens: int = 5) -> list[str]:
+        return self.model.generate_batch(list(prepared), list(prompts), max_new_tokens)
+
+    def likelihood_batch(self, prepared: Sequence, prompts: Sequence[str],
+                         letters: Sequence[Sequence[str] | None],
+                         options: Sequence[Sequence[str] | None]
+                         ) -> tuple[list[list[float] | None],
+                                    list[tuple[list[float], list[int]] | None]]:
+        """Letter scores (``letter_logprobs``) and option scores (``option_logprobs``) of
+        several rows from one prefill of each prompt (``lib.longvu.batched``)."""
+        lets, opts = self.model.likelihood_batch(
+            list(prepared), list(prompts), [None if x is None else list(x) for x in letters],
+            [None if x is None else list(x) for x in options])
+        return lets, [None if o is None else (o, self._ntokens(options[i]))
+                      for i, o in enumerate(opts)]
+
+    def session(self) -> contextlib.AbstractContextManager:
+        """The evaluator's scope: towers and connector run once per prepared clip for every
+        scorer (``LongVU.visual_cache``)."""
+        return self.model.visual_cache()
+
+    def end_batch(self) -> None:
+        self.model.clear_visual_cache()
+
+    def timing(self) -> dict[str, float]:
+        """Seconds spent so far in the towers + connector (``visual_s``) and the decoder
+        (``decoder_s``) inside ``session``."""
+        return dict(self.model.timing)
+
+    def default_batch_size(self) -> int:
+        return BATCH_SIZE_CUDA if self.model.device.type == "cuda" else BATCH_SIZE_CPU
 
 
 def _fake_preprocess(frames: np.ndarray) -> np.ndarray:
@@ -176,20 +219,52 @@ class FakeModel:
         rng = np.random.default_rng(self._h(prepared, prompt, "option"))
         return (-rng.uniform(1, 10, size=len(options))).tolist(), [len(o) for o in options]
 
+    def generate_batch(self, prepared: Sequence, prompts: Sequence[str],
+                       max_new_tokens: int = 5) -> list[str]:
+        return [self.generate(p, q, max_new_tokens) for p, q in zip(prepared, prompts)]
+
+    def likelihood_batch(self, prepared: Sequence, prompts: Sequence[str],
+                         letters: Sequence[Sequence[str] | None],
+                         options: Sequence[Sequence[str] | None]
+                         ) -> tuple[list[list[float] | None],
+                                    list[tuple[list[float], list[int]] | None]]:
+        return ([None if ls is None else self.letter_logprobs(p, q, ls)
+                 for p, q, ls in zip(prepared, prompts, letters)],
+                [None if os_ is None else self.option_logprobs(p, q, os_)
+                 for p, q, os_ in zip(prepared, prompts, options)])
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        yield
+
+    def end_batch(self) -> None:
+        pass
+
+    def timing(self) -> dict[str, float]:
+        return {}
+
+    def default_batch_size(self) -> int:
+        return 1
+
 
 def load_model(spec: str, adapter: str | None = None, device: str = "auto",
                quantization: str = "none", dtype: str | None = None,
-               token_layout: str | None = None, layout_seed: int = 0) -> VideoQAModel:
+               token_layout: str | None = None, layout_seed: int = 0,
+               drop_threshold: float | None = None) -> VideoQAModel:
     """``fake:<kind>[?delay=S]`` or a LongVU checkpoint dir / hub id (token_layout: see
-    ``lib.longvu.load``; ignored by fakes)."""
+    ``lib.longvu.load``; ignored by fakes). drop_threshold: replaces config.json's (the paper's
+    evaluation forces 0.8, lib.recipes)."""
     if spec.startswith("fake:"):
         kind, _, q = spec[5:].partition("?")
         opts = dict(kv.split("=") for kv in q.split("&") if kv)
         return FakeModel(kind or "hash", float(opts.get("delay", 0)))
     tdtype = getattr(torch, dtype) if dtype else None
-    return LongVUModel.load(spec, adapter=adapter, device=str(pick_device(device)),
-                            quantization=quantization, dtype=tdtype, token_layout=token_layout,
-                            layout_seed=layout_seed)
+    m = LongVUModel.load(spec, adapter=adapter, device=str(pick_device(device)),
+                         quantization=quantization, dtype=tdtype, token_layout=token_layout,
+                         layout_seed=layout_seed)
+    if drop_threshold is not None:
+        m.model.config.drop_threshold = float(drop_threshold)
+    return m
 
 
 @dataclass(frozen=True)
@@ -203,9 +278,12 @@ class ModelSpec:
     quantization: str = "none"
     token_layout: str | None = None
     layout_seed: int = 0  # draws the pos_embed_* a "video" conversion creates
+    dtype: str | None = None  # e.g. "float16" (the paper's evaluation; lib.recipes)
+    drop_threshold: float | None = None  # None: config.json's
 
     def load(self, device: str = "auto") -> LongVUModel:
-        m = load_model(self.checkpoint, self.adapter, device, self.quantization,
-                       token_layout=self.token_layout, layout_seed=self.layout_seed)
+        m = load_model(self.checkpoint, self.adapter, device, self.quantization, self.dtype,
+                       token_layout=self.token_layout, layout_seed=self.layout_seed,
+                       drop_threshold=self.drop_threshold)
         m.name = self.label
         return m

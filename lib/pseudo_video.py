@@ -13,7 +13,8 @@ notebook 03 (``PseudoVideoDataset`` through ``lib.train``) and the evaluation si
   from a per-read seed (seed, epoch, i), so a run is reproducible and an epoch differs from the
   last one as in the paper.
 * ``mode`` is the question mode of ``lib.questions``: ``fixed`` (default) or ``compat`` (the
-  paper code's defects).
+  paper code's multiple-choice strings and defects). ``export_tvbench`` refuses questions a
+  benchmark cannot hold (fewer than 2 options, a repeated option) before writing anything.
 * ``source`` is what a scene shows: ``coco`` (default), its image, or ``t2vid``, one caption of
   its image rendered as text (``lib.t2vid``, after T2Vid, arXiv 2411.19951), repeated F_j times
   under the same jitter. Formations, questions, options and jitter are the same for both
@@ -48,7 +49,7 @@ from tqdm.auto import tqdm
 from lib import paths, t2vid, tvbench
 from lib.coco import CaptionIndex, CocoError, captions_path, images_dir, validate_captions
 from lib.jitter import JITTER, RESAMPLE, jitter_params, render_frames
-from lib.questions import MODES, GenSpec, Sample, draw_question, parse_mix
+from lib.questions import MODES, GenSpec, Sample, check_mode, draw_question, parse_mix
 from lib.video import write_video
 
 SEEDINGS = ("global", "per-rank")
@@ -143,8 +144,7 @@ class PseudoVideoSource:
     def __init__(self, index: CaptionIndex, specs: list[GenSpec], seed: int = 0,
                  mode: str = "fixed", seeding: str = "global", rank: int = 0,
                  num_options: int = 4, source: str = "coco"):
-        if mode not in MODES:
-            raise ValueError(f"mode {mode!r}: choose from {MODES}")
+        check_mode(specs, mode)
         if source not in SOURCES:
             raise ValueError(f"source {source!r}: choose from {SOURCES}")
         if len(index) < 2:
@@ -324,9 +324,10 @@ def export_tvbench(source: PseudoVideoSource, out: Path | str, n: int | None = N
     """
     out = Path(out)
     n = len(source) if n is None else min(n, len(source))
+    drawn = [source.sample(i) for i in range(n)]
+    check_exportable(drawn)  # before any video is written
     items: dict[str, list[dict]] = {}
-    for i in tqdm(range(n), desc="export pseudo-videos", leave=False):
-        s = source.sample(i)
+    for i, s in enumerate(tqdm(drawn, desc="export pseudo-videos", leave=False)):
         frames = source.frames(s, jitter, size, resample)
         pad = ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0))
         frames = np.pad(frames, pad)  # yuv420p needs even sides
@@ -343,6 +344,25 @@ def export_tvbench(source: PseudoVideoSource, out: Path | str, n: int | None = N
                           max(len(x["candidates"]) for x in its))
              for task, its in items.items()]
     return tvbench.write_benchmark(out, tasks, items)
+
+
+def check_exportable(drawn: list[Sample]) -> None:
+    """Refuse samples a benchmark cannot hold, all listed at once: fewer than 2 options (compat
+    R1 with S=1, TG with one frame) or a repeated option (``lib.tvbench`` refuses both: chance
+    and the letters would be wrong). Nothing is dropped or padded; the fix is in the message."""
+    bad = []
+    for s in drawn:
+        stripped = [o.strip() for o in s.options]
+        if len(stripped) < 2 or len(set(stripped)) != len(stripped):
+            bad.append(f"sample {s.sample_id} ({s.question_type}, {s.mode} mode, S="
+                       f"{len(s.image_ids)}): options {s.options}")
+    if bad:
+        raise ValueError(
+            f"{len(bad)} of {len(drawn)} samples cannot be a benchmark question (a TVBench-"
+            "layout item needs 2 or more distinct candidates):\n  " + "\n  ".join(bad[:20])
+            + ("\n  ..." if len(bad) > 20 else "") + "\nfix: export with Smin >= 2 for R1 "
+            "(compat R1 with one scene has one option), Fmin >= 2 for one-scene TG, or "
+            "--mode fixed")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,8 +5,11 @@ A question is drawn for one video (its images in scene order and frames per scen
 caption index and a per-read RNG: captions, distractors and option order change on every read.
 Used by ``lib.pseudo_video`` (notebooks 02 and 03).
 
-``mode="compat"`` reproduces the paper code's question defects; ``mode="fixed"`` (default)
-repairs them:
+``mode="compat"`` reproduces the paper code's multiple-choice strings and question defects
+(the fork VisualComputingInstitute/videollm-pseudovideo-training at 0bf2d48,
+``longvu/custom_datasets/spliced_imgs_q_gens.py``, cited by line below); ``mode="fixed"``
+(default) repairs the defects and keeps our wording where it differs (R4's question and special
+sentences, A2 with one scene, which-is-or-isn't):
 
 - R4: compat shows the "it is the first/last scene" option only when it is the answer, styled
   unlike captions (capital, final period). Fixed always lists both special options, styled
@@ -17,6 +20,11 @@ repairs them:
   video, or another caption of a video image for "doesn't occur"), so the gt letter is uniform.
   R2 keeps its two options (before/after) in both modes; its letters are already uniform.
 - which-is-or-isn't: compat quotes the gt first in the question; fixed shuffles the list.
+- One scene (S=1): A1 and A2 are legal in both modes; R1 with S=1 is the fork's one-scene
+  control (one option in compat, four in fixed); R4 with S=1 always asks for a special sentence
+  (compat, as in the fork's mixes); fixed R4 refuses S=1, since both of its special sentences
+  are then true. S=1 must be asked for with ``Smin=1``: an S range that only holds one scene by
+  accident of ``S`` raises. TG (ours) has no fork counterpart and reads the same in both modes.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ PAPER_MIXES = {
     "r1_r2_r3": "R1:S=4:F=20,R2:S=4:F=5,R3:S=6:F=5",
 }
 
+# Templates of both modes; R1, R2, R3 and A1 are the fork's MC strings (spliced_imgs_q_gens.py
+# L61-63, L477-480, L554-557, L227-229), the others are ours (compat ones below).
 Q_R1 = "Which of the following options best describes the order of scenes in the video?"
 Q_R2 = ('In the given video, does the scene that can be captioned as "{}" happen before or after '
         'the scene that can be captioned as "{}"?')
@@ -62,6 +72,17 @@ Q_WIO = "Exactly one of the following scenes {} in the video: {}. Which one is i
 Q_TG = 'During which frames does the scene captioned "{}" appear?'
 R4_SPECIAL = {"before": "It is the first scene, nothing is before it.",
               "after": "It is the last scene, nothing is after it."}
+# compat: the fork's multiple-choice strings where ours differ (spliced_imgs_q_gens.py at 0bf2d48).
+# R4's MC template, L265-268 (Table 1 prints the free-form one, L271-272, which no config uses).
+Q_R4_COMPAT = ('One of the scenes in the video can be described as "{}". What description best '
+               "fits the scene immediately {} it?")
+# R4's special answers of the MC path, L311-312 (the free-form path's L283-284 lack the period).
+R4_SPECIAL_COMPAT = {"before": "This is the first scene; there is no scene before it.",
+                     "after": "This is the last scene; there is no scene after it."}
+# A2, L151-153: "There are 1 scenes" with one scene too. which-is-or-isn't, L641-643 and L724.
+Q_A2_COMPAT = "There are {} scenes in the video. What does scene {} depict?"
+Q_WIO_COMPAT = "Exactly one of the following scenes {} in the video: {}. Indicate which."
+WIO_VERBS = {"compat": ("occurs", "doesn't occur"), "fixed": ("occurs", "does not occur")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,8 +106,15 @@ class GenSpec:
         if self.qtype not in QUESTION_TYPES:
             raise ValueError(f"unknown question type {self.qtype!r}; choose from "
                              f"{QUESTION_TYPES} or a paper name {sorted(ALIASES)}")
+        need = MIN_SCENES[self.qtype]
+        if self.s_min is None and self.s_max < need:
+            raise ValueError(f"{self.qtype} needs at least {need} scenes (got S up to "
+                             f"{self.s_max}); fix: S >= {need}"
+                             + (f", or {self.qtype}:S={self.s_max}:Smin=1 to ask for "
+                                "one-scene videos on purpose" if self.qtype not in ("R2", "R3")
+                                else ""))
         lo = self.scene_range[0]
-        if self.qtype in ("R2", "R3") and lo < 2:
+        if self.qtype in ("R2", "R3") and lo < 2:  # the fork raises too (L471-473, L548-550)
             raise ValueError(f"{self.qtype} needs at least 2 scenes "
                              f"(got S range {lo}..{self.s_max})")
         if not (1 <= lo <= self.s_max and 1 <= self.f_min <= self.f_max and self.n >= 0):
@@ -94,8 +122,20 @@ class GenSpec:
 
     @property
     def scene_range(self) -> tuple[int, int]:
-        lo = self.s_min if self.s_min is not None else min(MIN_SCENES[self.qtype], self.s_max)
+        lo = self.s_min if self.s_min is not None else MIN_SCENES[self.qtype]
         return lo, self.s_max
+
+
+def check_mode(specs: Sequence[GenSpec], mode: str) -> None:
+    """Refuse a (spec, mode) pair whose questions would be wrong: fixed R4 with one scene lists
+    both special sentences, and a lone scene is both first and last, so both are true."""
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}: choose from {MODES}")
+    for x in specs:
+        if x.qtype == "R4" and mode == "fixed" and x.scene_range[0] < 2:
+            raise ValueError(f"R4 with S={x.scene_range[0]} in fixed mode: one scene is both "
+                             "first and last, so both listed special options are true; fix: "
+                             "Smin=2, or mode compat (the fork's R4 lists only the correct one)")
 
 
 def parse_mix(text: str, n: int, s: int = 4, f: int = 5) -> list[GenSpec]:
@@ -301,7 +341,8 @@ def q_r4(c: _Ctx) -> dict:
     S, r = c.S, c.rng.randrange(c.S)
     a_sc = r + c.rng.choice([-1, 1])
     word = "before" if a_sc < r else "after"
-    specials = {w: (t if c.mode == "compat" else clean_caption(t)) for w, t in R4_SPECIAL.items()}
+    specials = (R4_SPECIAL_COMPAT if c.mode == "compat"
+                else {w: clean_caption(t) for w, t in R4_SPECIAL.items()})
     special = not 0 <= a_sc < S
     gt = specials[word] if special else c.captions[a_sc]
     others = [c.captions[j] for j in range(S) if j not in (r, a_sc)]
@@ -313,7 +354,8 @@ def q_r4(c: _Ctx) -> dict:
     else:  # the paper's list never holds a special sentence (paper_code.md 2.2 R4)
         pool = others + c.outside(max(0, c.k - len(others)))
         options, a = c.choose(gt, pool)
-    return dict(question=Q_R4.format(c.captions[r], word), options=options, answer_index=a,
+    template = Q_R4_COMPAT if c.mode == "compat" else Q_R4
+    return dict(question=template.format(c.captions[r], word), options=options, answer_index=a,
                 meta={"reference": r, "asked": a_sc, "special": special})
 
 
@@ -328,8 +370,11 @@ def q_a2(c: _Ctx) -> dict:
     others = [c.captions[j] for j in range(c.S) if j != k - 1]
     pool = others + c.outside(max(0, c.k - len(others)))
     options, a = c.choose(c.captions[k - 1], pool)
-    there = "is 1 scene" if c.S == 1 else f"are {c.S} scenes"
-    return dict(question=Q_A2.format(there, k), options=options, answer_index=a, meta={"k": k})
+    if c.mode == "compat":  # the fork says "There are 1 scenes" too
+        question = Q_A2_COMPAT.format(c.S, k)
+    else:
+        question = Q_A2.format("is 1 scene" if c.S == 1 else f"are {c.S} scenes", k)
+    return dict(question=question, options=options, answer_index=a, meta={"k": k})
 
 
 def q_wio(c: _Ctx) -> dict:
@@ -351,8 +396,9 @@ def q_wio(c: _Ctx) -> dict:
         listed = [gt] + [o for o in distractors if o in options]
     else:
         listed = c.rng.sample(options, len(options))
-    verb = "occurs" if occurs else "does not occur"
-    return dict(question=Q_WIO.format(verb, _quoted(listed)), options=options, answer_index=a,
+    verb = WIO_VERBS[c.mode][0 if occurs else 1]
+    template = Q_WIO_COMPAT if c.mode == "compat" else Q_WIO
+    return dict(question=template.format(verb, _quoted(listed)), options=options, answer_index=a,
                 meta={"occurs": occurs})
 
 

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from lib import paths, runs
+from lib import paths, recipes, runs
 
 if TYPE_CHECKING:  # type hints only: lib.models imports torch
     from lib.models import ModelSpec
 
 
 def result_row(label: str, m: dict, run_dir: Path | str, model: str, data: Path | str,
-               group: str) -> dict:
-    """A row for outputs/results/tvbench.csv (``model``: a name, or ``model_source``)."""
+               group: str, settings: Mapping[str, Any] | None = None) -> dict:
+    """A row for outputs/results/tvbench.csv (``model``: a name, or ``model_source``;
+    ``settings``: the evaluation recipe's columns, ``lib.recipes.eval_record``)."""
     cond, _, scoring = group.partition("/")
     row = {"label": label, "model": model, "data": paths.relative(data), "group": group,
            "condition": cond, "scoring": scoring, "n": m["n"],
@@ -42,15 +43,17 @@ def result_row(label: str, m: dict, run_dir: Path | str, model: str, data: Path 
     row["parse_fail"] = sum(v for k, v in p.items() if k != "ok")
     # Questions evaluated on short video frames (counted, never silent; lib.video.SHORT_NOTES).
     row["short_video"] = m.get("short_video", 0)
+    row.update(settings or {})
     return row
 
 
 def record(res: dict[str, dict], label: str, run_dir: Path | str, model: str,
-           data: Path | str) -> Path:
+           data: Path | str, settings: Mapping[str, Any] | None = None) -> Path:
     """Append (or replace) one row per group in outputs/results/tvbench.csv."""
     f = None
     for group, m in res.items():
-        f = runs.append_result("tvbench", result_row(label, m, run_dir, model, data, group),
+        f = runs.append_result("tvbench", result_row(label, m, run_dir, model, data, group,
+                                                      settings),
                                key=["label", "run_dir", "group"])
     return f
 
@@ -63,13 +66,15 @@ def model_source(ms: ModelSpec) -> str:
 
 
 def record_models(results: Mapping[str, dict[str, dict]], models: Sequence[ModelSpec],
-                  run_dirs: Mapping[str, Path | str], prefix: str, data: Path | str
-                  ) -> Path | None:
-    """``record`` every model's groups with the label ``<prefix>/<model label>``."""
+                  run_dirs: Mapping[str, Path | str], prefix: str, data: Path | str,
+                  recipe: str = "ours") -> Path | None:
+    """``record`` every model's groups with the label ``<prefix>/<model label>`` and the
+    evaluation settings it ran with under ``recipe``."""
     f = None
     for ms in models:
         f = record(results[ms.label], f"{prefix}/{ms.label}", run_dirs[ms.label],
-                   model_source(ms), data)
+                   model_source(ms), data, recipes.eval_record(recipe, ms.dtype,
+                                                               ms.drop_threshold))
     return f
 
 

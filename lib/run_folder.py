@@ -7,7 +7,8 @@ folder stops at once with an error naming the folder and the holder's pid instea
 ``predictions.jsonl`` under the first one's appends. The lock goes with its process (a killed
 run leaves nothing to clean up). ``check_config`` compares a folder's ``config.json``
 fingerprint with this run's and refuses a mismatch before anything is written, saying what
-differs. Used by ``lib.evaluate``.
+differs. ``LineSink`` appends prediction lines; ``write_timing``/``read_timing`` keep each
+rank's time split for metrics.json. Used by ``lib.evaluate``.
 """
 
 from __future__ import annotations
@@ -136,6 +137,46 @@ def open_append(path: Path):
             with open(path, "r+b") as f:
                 f.truncate(data.rfind(b"\n") + 1)
     return open(path, "a", encoding="utf-8")
+
+
+class LineSink:
+    """Prediction lines into an ``open_append`` handle: in the OS after each write (a killed
+    process loses nothing written), on disk every 2 s (power loss); ``stats["records"]``
+    counts them."""
+
+    def __init__(self, f, stats: dict):
+        self.f, self.stats, self.last = f, stats, time.perf_counter()
+
+    def write(self, lines: list[dict]) -> None:
+        self.f.write("".join(json.dumps(r) + "\n" for r in lines))
+        self.f.flush()
+        self.stats["records"] += len(lines)
+        if time.perf_counter() - self.last > 2.0:
+            self.sync()
+
+    def sync(self) -> None:
+        os.fsync(self.f.fileno())
+        self.last = time.perf_counter()
+
+
+TIMING = "timing.json"
+
+
+def write_timing(out_dir: Path | str, rank: int, stats: dict) -> None:
+    """Record this rank's last run time split (seconds: decode wait in the main process,
+    decode and preprocess summed over workers, visual and decoder, model, wall) in
+    ``timing.json`` under ``rank<r>``; ``read_timing`` gives it to metrics.json."""
+    path = Path(out_dir) / TIMING
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data[f"rank{rank}"] = {k: round(v, 3) if isinstance(v, float) else v
+                           for k, v in stats.items()}
+    runs.write_json(path, data)
+
+
+def read_timing(out_dir: Path | str) -> dict:
+    """``timing.json`` of a run folder ({} when none was written)."""
+    path = Path(out_dir) / TIMING
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def predictions_path(out_dir: Path | str, rank: int = 0, world_size: int = 1) -> Path:

@@ -43,7 +43,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -55,7 +54,7 @@ import torch
 import torch.utils.data as tud
 from transformers import set_seed
 
-from lib import coco, longvu, paths, pseudo_video
+from lib import coco, longvu, paths, pseudo_video, recipes
 from lib.adapters import build_model, save_adapter, trainable_counts
 from lib.config import TrainConfig, add_train_arguments
 from lib.longvu import prompts
@@ -63,19 +62,17 @@ from lib.longvu.model import preprocess_visual
 from lib.models import pick_device
 from lib.paths import OutputPathError
 from lib.questions import MIN_SCENES, parse_mix
-from lib.trainer import (COMPLETE_FLAG, TrainError, build_trainer, report_truncation,
-                         training_arguments)
+from lib.train_runs import RESUME_KEYS  # noqa: F401 (part of this module's API since issue 3)
+from lib.train_runs import (LAYOUT_FIELDS, complete_checkpoints, drop_incomplete, formations,
+                            read_log, table_record, truncate_log)
+from lib.train_runs import check_resume_config as _check_resume_config
+from lib.trainer import TrainError, build_trainer, report_truncation, training_arguments
 
 DONE_FLAG = "training_complete.flag"
+# the recipe columns of a finetune.csv row (lib.recipes; metrics.json has the same keys)
+RECIPE_COLUMNS = ("recipe", *recipes.TRAIN_FIELDS, "eval_dtype", "eval_drop_threshold",
+                  "recipe_overrides")
 PAPER_SAMPLES = 3125 * 64  # the paper's run: 3,125 steps at global batch 64
-# config fields that must match when resuming (they change the schedule, data or model)
-RESUME_KEYS = ("model", "mode", "coco", "split", "questions", "S", "F", "n", "seed", "max_steps",
-               "epochs", "lr", "lora_r", "lora_alpha", "lora_dropout", "global_batch",
-               "micro_batch", "warmup_ratio", "weight_decay", "max_grad_norm", "question_mode",
-               "jitter", "frame_size", "supervise_prompt_tokens", "legacy_placeholder_tokens",
-               "train_connector", "init_adapter", "source", "token_layout")
-# what a config.json written before a key existed meant by it
-RESUME_DEFAULTS = {"source": "coco", "token_layout": None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,6 +129,12 @@ class TrainSamples(tud.Dataset):
     def __getitem__(self, i: int) -> dict:
         return self.builder(self.source[i])
 
+    def lengths(self) -> list[int] | None:
+        """Frames per item without rendering any (pseudo-video formations; the visual tokens
+        dominate a sample's length): the key of length-grouped batches. None: unknown."""
+        table = formations(self.source)
+        return [f.num_frames for f in table] if table is not None else None
+
 
 class Collator:
     """Right-pad ids/labels of a micro-batch; visual inputs stay a list (frame counts differ)."""
@@ -166,7 +169,8 @@ def pad_id(tokenizer) -> int:
 
 
 def pseudo_video_dataset(cfg: TrainConfig, rank: int = 0) -> tud.Dataset:
-    """lib.pseudo_video's on-the-fly dataset for this config.
+    """lib.pseudo_video's on-the-fly dataset for this config (``cfg.seeding="per-rank"``: rank
+    ``rank`` draws its own table from ``seed + rank``, as the fork's train_modified.py:964).
 
     Every image file of the split is checked up front, so a missing file stops the run before
     training with the full list; a bad sample later raises unless ``on_bad_sample="substitute"``.
@@ -176,7 +180,8 @@ def pseudo_video_dataset(cfg: TrainConfig, rank: int = 0) -> tud.Dataset:
                            coco.images_dir(cfg.coco, cfg.split), check_images="exists")
     source = pseudo_video.build_source(cfg.coco, split=cfg.split, questions=cfg.questions,
                                        n=cfg.n, s=cfg.S, f=cfg.F, seed=cfg.seed,
-                                       mode=cfg.question_mode, rank=rank, source=cfg.source)
+                                       mode=cfg.question_mode, seeding=cfg.seeding,
+                                       rank=rank, source=cfg.source)
     return pseudo_video.PseudoVideoDataset(source, jitter=cfg.jitter, size=cfg.frame_size,
                                            on_error=cfg.on_bad_sample)
 
@@ -208,55 +213,6 @@ def check_data_settings(cfg: TrainConfig) -> None:
     if not coco.images_dir(cfg.coco, cfg.split).is_dir():
         raise TrainError(f"--coco {cfg.coco}: no image folder {cfg.split}2017/ next to "
                          f"annotations/; {fix_coco}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Run dirs: checkpoints, resume, the step log
-
-
-def complete_checkpoints(ckpt_dir: Path) -> list[Path]:
-    """Checkpoints with a completion flag, oldest first."""
-    if not ckpt_dir.is_dir():
-        return []
-    found = [d for d in ckpt_dir.glob("checkpoint-*") if (d / COMPLETE_FLAG).is_file()]
-    return sorted(found, key=lambda d: int(d.name.split("-")[-1]))
-
-
-def drop_incomplete(ckpt_dir: Path) -> list[str]:
-    """Delete checkpoint dirs without a completion flag (a kill during the write)."""
-    gone = []
-    for d in ckpt_dir.glob("checkpoint-*") if ckpt_dir.is_dir() else []:
-        if not (d / COMPLETE_FLAG).is_file():
-            shutil.rmtree(d, ignore_errors=True)
-            gone.append(d.name)
-    return gone
-
-
-def _check_resume_config(run: Path, cfg: TrainConfig) -> None:
-    f = run / "config.json"
-    if not f.is_file():
-        return
-    old = RESUME_DEFAULTS | json.loads(f.read_text())
-    diff = {k: (old.get(k), getattr(cfg, k)) for k in RESUME_KEYS if old.get(k) != getattr(cfg, k)}
-    if diff:
-        raise TrainError(f"{f}: this run was started with different settings {diff}; resume "
-                         "with the same ones, or use a new --out / RUN_NAME")
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past the resumed step (they will be recomputed)."""
-    if not path.is_file():
-        return
-    keep = [ln for ln in path.read_text().splitlines()
-            if ln.strip() and json.loads(ln)["step"] <= step]
-    path.write_text("".join(ln + "\n" for ln in keep))
-
-
-def read_log(run_dir: str | os.PathLike) -> list[dict]:
-    """The per-step records of a run (log.jsonl)."""
-    f = Path(run_dir) / "log.jsonl"
-    return [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()] if f.is_file() \
-        else []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,7 +252,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, dataset: tud.Dataset | 
                          f"{cfg.micro_batch} x {world} processes")
     accum = cfg.global_batch // (cfg.micro_batch * world)
 
-    source = dataset if dataset is not None else pseudo_video_dataset(cfg)
+    source = dataset if dataset is not None else pseudo_video_dataset(cfg, rank)
     if len(source) < cfg.global_batch:  # HF would quietly run steps of len(source) samples
         raise TrainError(f"--n {len(source)} is fewer than --global-batch {cfg.global_batch} "
                          f"(samples per epoch vs per optimizer step); fix: --n "
@@ -315,12 +271,18 @@ def run_training(cfg: TrainConfig, resume: bool = False, dataset: tud.Dataset | 
         gone = drop_incomplete(ckpt_dir) if resume else []
         if gone:
             print(f"dropped incomplete checkpoints: {gone}")
-        (run / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
+        layout = {k: getattr(model.config, k) for k in LAYOUT_FIELDS}  # as trained and saved
+        (run / "config.json").write_text(json.dumps(dataclasses.asdict(cfg) | layout, indent=1)
+                                         + "\n")
     last = complete_checkpoints(ckpt_dir)
     resume_from = str(last[-1]) if (resume and last) else None
     resumed_step = int(last[-1].name.split("-")[-1]) if resume_from else 0
     if rank == 0:
-        _truncate_log(run / "log.jsonl", resumed_step)
+        truncate_log(run / "log.jsonl", resumed_step)
+    if formations(source) is not None:
+        run.mkdir(parents=True, exist_ok=True)  # any rank may get here before rank 0 made it
+        (run / f"data_rank{rank}.json").write_text(json.dumps(table_record(source, cfg, rank))
+                                                  + "\n")
 
     args = training_arguments(cfg, ckpt_dir, max_steps, accum, workers, cuda)
     trainer = build_trainer(model, cfg, args, data, Collator(pad_id(model.tokenizer)),
@@ -350,6 +312,17 @@ def run_training(cfg: TrainConfig, resume: bool = False, dataset: tud.Dataset | 
 def _portable(path: str | os.PathLike) -> str:
     """A path for metrics.json: repo-relative when inside the repository."""
     return paths.relative(Path(path).resolve())
+
+
+def recipe_record(cfg: TrainConfig) -> dict[str, Any]:
+    """The recipe's name, every training field as this run used it (explicit settings
+    included), the recipe's evaluation settings, and the fields set against the recipe."""
+    recipe = recipes.get(cfg.recipe)
+    used = {k: getattr(cfg, k) for k in recipes.TRAIN_FIELDS}
+    want = recipe.train_fields(recipes.backbone_of(cfg.model))
+    return {"recipe": cfg.recipe, **used, "lr": cfg.resolved_lr(),
+            "eval_dtype": recipe.eval_dtype, "eval_drop_threshold": recipe.eval_drop_threshold,
+            "recipe_overrides": sorted(k for k in used if used[k] != want[k])}
 
 
 def summarise(run: Path, cfg: TrainConfig, quant: str, device: torch.device,
@@ -382,6 +355,10 @@ def summarise(run: Path, cfg: TrainConfig, quant: str, device: torch.device,
         "data_wait_fraction": data_s / step_s if step_s else None,
         "time_per_sample_s": per_sample, "tokens_per_s": tok_s,
         "implied_paper_run_h": per_sample * PAPER_SAMPLES / 3600,
+        **recipe_record(cfg), "world_size": int(os.environ.get("WORLD_SIZE", 1)),
+        "attn_implementation": cfg.attn_implementation, "group_by_length": cfg.group_by_length,
+        "activation_checkpointing": cfg.activation_checkpointing, "deepspeed": cfg.deepspeed,
+        "samples_per_step": cfg.global_batch,
         "bad_samples": total("bad_samples"), "samples_seen": total("samples"),
         "truncated_samples": total("truncated_samples"),
         "answer_cut_samples": total("answer_cut_samples"),
@@ -451,14 +428,15 @@ def result_row(params: Mapping[str, Any], metrics: Mapping[str, Any],
     parameters, the training metrics and ``heldout_losses``."""
     p, m = params, metrics
     return {"run": p["RUN_NAME"], "profile": p["PROFILE"], "backbone": p["BACKBONE"],
-            "mode": p["MODE"], "quantization": m["quantization"],
+            "mode": m.get("mode") or p.get("MODE"), "quantization": m["quantization"],
             "source": p.get("SOURCE", "coco"), "questions": p["QUESTIONS"],
             "S": p["S"], "F": p["F"], "N": p["N"], "steps": m["steps"],
             "first_loss": m["first_loss"], "last_loss": m["last_loss"],
             "heldout_base": heldout["base"], "heldout_tuned": heldout["tuned"],
             "time_per_sample_s": m["time_per_sample_s"],
             "peak_memory_bytes": m["peak_memory_bytes"],
-            "adapter": _portable(paths.absolute(m.get("adapter_dir", m.get("model_dir"))))}
+            "adapter": _portable(paths.absolute(m.get("adapter_dir", m.get("model_dir")))),
+            **{k: m.get(k) for k in RECIPE_COLUMNS}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -466,10 +444,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.train", description=__doc__.split("\n")[0])
     add_train_arguments(ap)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--fail-at-step", type=int, default=None, help=argparse.SUPPRESS)  # tests
     a = ap.parse_args(argv)
     try:
         paths.writable_dir(a.out, "--out")
-        m = train(TrainConfig.from_args(a), resume=a.resume)
+        m = train(TrainConfig.from_args(a), resume=a.resume, fail_at_step=a.fail_at_step)
     except (TrainError, OutputPathError, coco.CocoError, FileExistsError, FileNotFoundError,
             longvu.LongVULoadError) as e:  # each names the file or flag and the fix
         print(f"error: {e}", file=sys.stderr)

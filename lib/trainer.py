@@ -15,6 +15,7 @@ Used by ``lib.train`` (notebook 03, the ``python -m lib.train`` CLI, ``lib.demo_
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import resource
@@ -25,6 +26,7 @@ from pathlib import Path
 import torch
 import torch.utils.data as tud
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import logging as hf_logging
 
@@ -41,22 +43,47 @@ class TrainError(ValueError):
 
 def training_arguments(cfg: TrainConfig, output_dir: Path, max_steps: int, accum: int,
                        workers: int, cuda: bool) -> TrainingArguments:
-    """The recipe: linear warm-up over ``warmup_ratio`` of the steps then cosine to 0, 8-bit
-    paged AdamW on CUDA (plain AdamW on CPU), a log record every step, checkpoints every
-    ``save_steps`` with optimizer/scheduler/RNG state."""
-    return TrainingArguments(
+    """The schedule: linear warm-up over ``warmup_ratio`` of the steps (ceil, as HF: with one
+    step that step runs at lr 0) then cosine to 0; ``optim`` auto: 8-bit paged AdamW on CUDA,
+    plain AdamW on CPU; adamw: AdamW with fp32 states everywhere; bf16 autocast on CUDA and
+    with fp32 master weights (``master_weights="fp32"``, also on CPU); ``max_grad_norm`` 0 = no
+    clipping; a log record every step, checkpoints every ``save_steps`` with
+    optimizer/scheduler/RNG state."""
+    optim = "paged_adamw_8bit" if (cuda and cfg.optim == "auto") else "adamw_torch"
+    if cfg.deepspeed:
+        check_deepspeed(cfg.deepspeed, cuda)
+    return TrainingArguments(deepspeed=cfg.deepspeed,
         output_dir=str(output_dir), max_steps=max_steps,
         per_device_train_batch_size=cfg.micro_batch,
         gradient_accumulation_steps=accum, learning_rate=cfg.resolved_lr(),
         lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm, optim="paged_adamw_8bit" if cuda else "adamw_torch",
-        bf16=cuda, use_cpu=not cuda, seed=cfg.seed, data_seed=cfg.seed,
+        max_grad_norm=cfg.max_grad_norm, optim=optim, bf16=cuda or cfg.master_weights == "fp32",
+        use_cpu=not cuda, seed=cfg.seed, data_seed=cfg.seed,
         logging_steps=1, save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit, save_only_model=False, report_to=[],
         dataloader_num_workers=workers, dataloader_pin_memory=cuda,
         dataloader_persistent_workers=False,  # workers must see set_epoch
         remove_unused_columns=False, disable_tqdm=True, ddp_find_unused_parameters=False,
         include_num_input_tokens_seen="no")
+
+
+def check_deepspeed(config: str, cuda: bool) -> None:
+    """``--deepspeed``: a readable JSON, CUDA, and the package, or a ``TrainError`` naming the
+    fix (DeepSpeed is a cluster dependency, not in requirements.txt)."""
+    f = Path(config)
+    if not f.is_file():
+        raise TrainError(f"--deepspeed {config}: no such file; fix: configs/deepspeed/zero2.json "
+                         "or zero2_offload.json")
+    try:
+        json.loads(f.read_text())
+    except ValueError as e:
+        raise TrainError(f"--deepspeed {config}: not valid JSON ({e})") from None
+    if not cuda:
+        raise TrainError(f"--deepspeed {config}: DeepSpeed needs CUDA GPUs; on CPU run "
+                         "torchrun without --deepspeed (DDP over gloo)")
+    if importlib.util.find_spec("deepspeed") is None:
+        raise TrainError(f"--deepspeed {config}: the deepspeed package is not installed; fix: "
+                         "pip install deepspeed (on the GPU cluster)")
 
 
 def build_trainer(model, cfg: TrainConfig, args: TrainingArguments, data: tud.Dataset,
@@ -68,7 +95,8 @@ def build_trainer(model, cfg: TrainConfig, args: TrainingArguments, data: tud.Da
     hf_logging.set_verbosity_error()  # "not a PreTrainedModel" and similar notices
     try:
         trainer = LongVUTrainer(model=model, args=args, train_dataset=data,
-                                data_collator=collator, mode=cfg.mode)
+                                data_collator=collator, mode=cfg.mode,
+                                group_by_length=cfg.group_by_length)
     finally:
         hf_logging.set_verbosity(verbosity)
     for cb in (PrinterCallback, ProgressCallback):
@@ -86,9 +114,9 @@ class LongVUTrainer(Trainer):
 
     loss_is_scaled_for_ga = True  # compute_loss divides by the step's answer tokens itself
 
-    def __init__(self, *a, mode: str = "qlora", **kw):
+    def __init__(self, *a, mode: str = "qlora", group_by_length: bool = False, **kw):
         super().__init__(*a, **kw)
-        self.mode = mode
+        self.mode, self.group_by_length = mode, group_by_length
         self.model_accepts_loss_kwargs = False
         self.step_stats = _new_stats()
         self._labels, self._micro_left, self._warned = 1, 0, False
@@ -114,6 +142,19 @@ class LongVUTrainer(Trainer):
                                                    for b in batches)))
         self._micro_left = len(batches)
         return batches, n_items
+
+    def _get_train_sampler(self, train_dataset=None):
+        data = train_dataset if train_dataset is not None else self.train_dataset
+        lengths = data.lengths() if self.group_by_length and hasattr(data, "lengths") else None
+        if not self.group_by_length:
+            return super()._get_train_sampler(train_dataset)
+        if lengths is None:
+            raise TrainError("group_by_length: the dataset has no per-item lengths (a "
+                             "pseudo-video dataset does); fix: --no-group-by-length")
+        # HF's sampler: shuffled megabatches of micro-batch x accumulation x 50 items, each
+        # sorted by length, so a micro-batch holds videos of similar frame counts
+        return LengthGroupedSampler(self.args.train_batch_size
+                                    * self.args.gradient_accumulation_steps, lengths=lengths)
 
     def _run_epoch(self, model, epoch, *a, **kw):
         # accelerate skips dataset.set_epoch under DDP; pseudo-videos re-draw per epoch
@@ -176,6 +217,17 @@ class LongVUTrainer(Trainer):
     def _rescale(self, model) -> None:
         """Gradients over the labelled answer tokens -> mean over the surviving ones."""
         kept = self._global_sum(self.step_stats["kept"])
+        if self.is_deepspeed_enabled and kept != self._labels:
+            # ZeRO holds the reduced gradients in its own partitions (p.grad is None here), so
+            # this step's loss stays the sum over the answer tokens kept divided by the
+            # labelled ones: said once, and counted per step in log.jsonl (answer_cut_samples)
+            if not self._warned:
+                self._warned = True
+                print(f"warning: step {self.state.global_step + 1}: answers were cut by the "
+                      "token budget; under DeepSpeed the step's gradient is not rescaled to the "
+                      f"{kept} surviving answer tokens (it is divided by all {self._labels} "
+                      "labelled ones)", file=sys.stderr, flush=True)
+            return
         params = [p for p in model.parameters() if p.grad is not None]
         if kept == 0:  # no answer token left: the optimizer skips parameters without a grad
             for p in params:
@@ -218,7 +270,8 @@ class StepLog(TrainerCallback):
             "step_time_s": wall, "data_wait_s": s["data_wait"],
             "compute_s": wall - s["data_wait"], "tokens": s["tokens"],
             "tokens_per_s": s["tokens"] / wall if wall > 0 else 0.0,
-            "samples": s["samples"], "answer_tokens": s["answer_tokens"],
+            "samples": self.trainer._global_sum(s["samples"]),  # every rank's
+            "answer_tokens": s["answer_tokens"],
             "answer_tokens_kept": s["kept"],
             "frames": s["frames"], "bad_samples": s["bad"],
             "truncated_samples": s["cut"] + s["dropped"], "answer_cut_samples": s["cut"],

@@ -18,8 +18,11 @@
 #
 # The paper fully fine-tunes LongVU on 32 GPUs. Here the same data and schedule (3 % linear
 # warm-up, cosine decay, global batch 64 through gradient accumulation) train LoRA adapters on
-# an NF4-quantised decoder plus the full connector, which fits one 24 GB card; `MODE = "full"`
-# is the paper's recipe for those with the cluster. Training runs in time-boxed chunks: re-run
+# an NF4-quantised decoder plus the full connector, which fits one 24 GB card (`RECIPE =
+# "ours"`). `RECIPE = "paper"` is the fork's exact configuration (`lib.recipes`): full
+# fine-tuning at lr 5e-6 with fp32 master weights under bf16, no gradient clipping, the `compat`
+# questions, per-rank pseudo-video tables, the fork's jitter and labels; a parameter that is not
+# None overrides the recipe's value. Training runs in time-boxed chunks: re-run
 # with the same `RUN_NAME` and it resumes from the last complete checkpoint. The adapter lands
 # in `outputs/03_qlora_finetune/<RUN_NAME>/adapter/` for notebook 04. In the demo and smoke
 # profiles a tiny random LongVU trains with real 4-bit on the CPU.
@@ -32,6 +35,7 @@ import lib.config
 import lib.paths
 import lib.plots
 import lib.profiles
+import lib.recipes
 import lib.runs
 import lib.train
 
@@ -50,13 +54,20 @@ SOURCE = "coco"  # coco: scenes show their image | t2vid: a caption rendered as 
 QUESTIONS = "R1"  # question mix, see lib.questions.parse_mix (per-type S and F allowed)
 S = 4  # max scenes per video
 F = 5  # max frames per scene
-N = 1000  # pseudo-videos per epoch (the paper: 200,000)
+N = 1000  # pseudo-videos per epoch (the paper: 100,000 drawn per rank, two epochs)
 STEPS = 20  # optimizer steps (the paper: 3,125)
-GLOBAL_BATCH = 64  # samples per optimizer step (the paper: 64)
-LR = None  # None: 1e-4 for qlora/lora, 5e-6 (the paper's) for full
+RECIPE = "ours"  # ours: one-GPU QLoRA defaults | paper: the fork's settings (lib.recipes)
+# None below: the recipe's value
+GLOBAL_BATCH = None  # samples per optimizer step (both recipes: 64)
+LR = None  # ours: 1e-4 for qlora/lora, 5e-6 for full; paper: 5e-6
+MODE = None  # qlora | lora | full (ours: qlora; paper: full)
+QUESTION_MODE = None  # fixed | compat (the fork's wording and quirks); ours fixed, paper compat
+JITTER = None  # none | mild | strong; paper: none for llama, mild for qwen (the fork's scripts)
+SEEDING = None  # global | per-rank (each rank its own table, seed + rank); paper: per-rank
+SUPERVISE_PROMPT_TOKENS = None  # the fork's labels (role tokens too); paper: True
+LEGACY_PLACEHOLDER_TOKENS = None  # the fork collator's token-id-0 leak; paper: True
 LORA_R = 64
 LORA_ALPHA = 16
-MODE = "qlora"  # qlora | lora | full
 TIME_BUDGET_S = None  # stop (with a checkpoint) after this many seconds; re-run to continue
 SAVE_STEPS = 100  # checkpoint interval
 EVAL_SAMPLES = 16  # held-out pseudo-videos (val split) for the answer loss, base vs adapter
@@ -85,6 +96,7 @@ print("start checkpoint:", start, "\nCOCO:", coco)
 
 # %%
 cfg = lib.config.TrainConfig.from_params(params, model=start, out=str(run.dir), coco=str(coco))
+display(pd.Series({k: getattr(cfg, k) for k in lib.recipes.TRAIN_FIELDS}, name=RECIPE))
 example = lib.train.pseudo_video_dataset(cfg)[0]
 print(example["prompt"], "\n->", example["target"], f"\n({example['num_frames']} frames)")
 
@@ -93,7 +105,8 @@ print(example["prompt"], "\n->", example["target"], f"\n({example['num_frames']}
 
 # %%
 metrics = lib.train.train(cfg, resume=True)
-display(pd.Series({k: metrics[k] for k in ("quantization", "steps", "first_loss", "last_loss",
+display(pd.Series({k: metrics[k] for k in ("recipe", "mode", "quantization", "steps",
+                                           "first_loss", "last_loss",
                                            "step_time_s", "data_wait_fraction", "tokens_per_s",
                                            "peak_memory_bytes", "implied_paper_run_h")}))
 
@@ -102,7 +115,7 @@ display(pd.Series({k: metrics[k] for k in ("quantization", "steps", "first_loss"
 
 # %%
 steps = pd.DataFrame(lib.train.read_log(run.dir))
-fig = lib.plots.plot_loss_lr(steps, f"{MODE} ({metrics['quantization']})")
+fig = lib.plots.plot_loss_lr(steps, f"{cfg.mode} ({metrics['quantization']}), {RECIPE}")
 lib.plots.save_figure(fig, "03_loss_lr")
 display(steps[["step", "loss", "lr", "step_time_s", "data_wait_s", "tokens_per_s"]].tail())
 

@@ -40,6 +40,7 @@ import lib.models
 import lib.paths
 import lib.plots
 import lib.profiles
+import lib.recipes
 import lib.results
 import lib.runs
 import lib.tables
@@ -55,6 +56,7 @@ BACKBONE = "qwen"  # qwen (Qwen2-7B) | llama (Llama3.2-3B)
 BASE_CHECKPOINT = None  # None: the BASE_STAGE checkpoint, what notebook 03 starts from
 BASE_STAGE = "image"  # image | video (Table 4's video-trained start)
 TOKEN_LAYOUT = None  # None: the base's own; "video": an _img base in the paper's layout (full)
+RECIPE = "ours"  # ours: load dtype, config.json's drop_threshold | paper: fp16, 0.8 (lib.recipes)
 ADAPTERS = []  # adapter dirs or notebook-03 RUN_NAMEs; [] evaluates the base model only
 DATA_DIR = None  # None: MiniTVBench (demo/smoke) or <data dir>/tvbench (full)
 LIMIT = None  # first N questions of each task (None: all)
@@ -94,8 +96,9 @@ print(f"{data_dir}: {len(bench.questions)} questions in {len(bench.tasks)} tasks
 base_ckpt = BASE_CHECKPOINT or lib.profiles.start_checkpoint(PROFILE, BACKBONE, BASE_STAGE, SEED)
 tuned = [lib.profiles.resolve_adapter(a, base_ckpt) for a in ADAPTERS]
 base_quant = tuned[0].quantization if tuned else "none"
-models = [lib.models.ModelSpec("base" + (" (nf4)" if base_quant == "nf4" else ""), base_ckpt,
-                               None, base_quant, TOKEN_LAYOUT, SEED)] + tuned
+models = lib.recipes.eval_models([lib.models.ModelSpec(
+    "base" + (" (nf4)" if base_quant == "nf4" else ""), base_ckpt, None, base_quant,
+    TOKEN_LAYOUT, SEED)] + tuned, RECIPE)
 if not tuned:
     print("No adapters were given (ADAPTERS = []): evaluating the base model only, under every "
           "condition and scorer. Pass adapter dirs or notebook-03 run names to compare.")
@@ -106,7 +109,8 @@ display(pd.DataFrame([vars(m) for m in models]))
 
 # %%
 spec = lib.config.EvalSpec.from_params(params, lib.profiles.shared_frame_cache())
-run_dirs = {ms.label: lib.profiles.shared_eval_dir(ms, data_dir) if i == 0 and SHARE_BASE_EVAL
+share = SHARE_BASE_EVAL and RECIPE == "ours"  # the shared folder's key has no dtype (yet)
+run_dirs = {ms.label: lib.profiles.shared_eval_dir(ms, data_dir) if i == 0 and share
             else run.path("eval", f"m{i}") for i, ms in enumerate(models)}
 results = lib.evaluate.evaluate_models(models, run_dirs, bench, spec, n_boot=N_BOOT)
 sources = {label: d / "predictions.jsonl" for label, d in run_dirs.items()}
@@ -185,7 +189,7 @@ display(lib.tables.results_table(normal_first, ci=True))
 # comparison in `tvbench_effects.csv` (paths relative to the repository), read by notebook 05.
 
 # %%
-lib.results.record_models(results, models, run_dirs, f"04/{RUN_NAME}", data_dir)
+lib.results.record_models(results, models, run_dirs, f"04/{RUN_NAME}", data_dir, RECIPE)
 for label, eff in effects.items():
     lib.results.record_effect(eff, f"04/{RUN_NAME}/{label}", run.dir)
 lib.runs.save_metrics(run, {

@@ -105,3 +105,17 @@ def test_mc_accuracy_cli(smoke_assets, tmp_path):
     assert res["n"] == 6 and res["options"] == 2 and res["chance"] == 50.0
     assert sum(res["picked"].values()) == 6 and set(res["picked"]) == {"A", "B"}
     assert 0.0 <= res["accuracy"] <= 100.0
+
+
+def test_frame_similarity_and_prompt_lengths(smoke_assets, tmp_path):
+    """The diagnostics of docs/demo.md: two scenes' frames differ at the decoder input, frames of
+    one scene do not; the byte-level tokenizer spends hundreds of ids on a 4-option question."""
+    from lib.longvu.tiny import write_tiny
+
+    ckpt = write_tiny(tmp_path / "t", "qwen", "image", "demo", 0)
+    sim = demo_stages.frame_similarity(ckpt, n=2)
+    assert sim["videos"] == 2 and sim["frames_kept_fraction"] == 1.0
+    assert sim["cos_within_scene"] > 0.99 > sim["cos_across_scenes"]
+    lens = demo_stages.prompt_lengths(ckpt, smoke_assets / "coco", n=3)
+    assert lens["visual_rows_per_frame"] == 20 and lens["tokenizer_size"] == 259
+    assert lens["image_mc_4"]["text_ids_mean"] > 400

@@ -142,9 +142,9 @@ def test_r1_options(index):
 
 
 def test_r1_single_scene_compat_vs_fixed(index):
-    comp = samples(make(index, "R1", n=40, s=1, mode="compat"))
+    comp = samples(make(index, "R1", n=40, s=1, s_min=1, mode="compat"))
     assert all(len(s.options) == 1 and s.options[0] == f"Scene 1: {s.captions[0]}." for s in comp)
-    assert all(len(s.options) == 4 for s in samples(make(index, "R1", n=40, s=1)))
+    assert all(len(s.options) == 4 for s in samples(make(index, "R1", n=40, s=1, s_min=1)))
 
 
 def test_letter_skew_compat_vs_fixed(index):
@@ -211,19 +211,20 @@ def test_r3(index):
 
 def test_r4_structure(index):
     ss = samples(make(index, "R4", s=3, s_min=3, mode="compat"))
-    specials = set(questions.R4_SPECIAL.values())
+    specials = set(questions.R4_SPECIAL_COMPAT.values())
     n_special = 0
     for s in ss:
         m = s.meta
         assert abs(m["asked"] - m["reference"]) == 1
         word = "before" if m["asked"] < m["reference"] else "after"
-        assert s.question == questions.Q_R4.format(s.captions[m["reference"]], word)
+        assert s.question == questions.Q_R4_COMPAT.format(s.captions[m["reference"]], word)
         present = specials & set(s.options)
         gt = s.options[s.answer_index]
         assert bool(present) == m["special"] == (gt in specials)  # compat: iff correct
         if m["special"]:
             n_special += 1
-            assert gt == questions.R4_SPECIAL[word] and gt[0].isupper() and gt.endswith(".")
+            assert gt == questions.R4_SPECIAL_COMPAT[word]
+            assert gt[0].isupper() and gt.endswith(".")
         else:
             assert gt == s.captions[m["asked"]]
         assert len(s.options) == 4
@@ -242,7 +243,7 @@ def test_r4_fixed_lists_both_specials(index):
 
 def test_r4_a2_distractors_from_video_first(index):
     for s in samples(make(index, "R4", n=300, s=6, s_min=5, mode="compat")):
-        captions = set(s.options) - set(questions.R4_SPECIAL.values())
+        captions = set(s.options) - set(questions.R4_SPECIAL_COMPAT.values())
         assert captions <= set(s.captions)  # >= 3 other scenes: no outside captions
     for s in samples(make(index, "A2", n=300, s=6, s_min=4)):
         assert set(s.options) <= set(s.captions)  # checklist 20: S >= 4 all from the video

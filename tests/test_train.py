@@ -241,9 +241,14 @@ def test_result_row_has_repo_relative_paths():
     params = {"RUN_NAME": "r", "PROFILE": "smoke", "BACKBONE": "qwen", "MODE": "qlora",
               "QUESTIONS": "R1", "S": 2, "F": 2, "N": 4}
     metrics = {"quantization": "nf4", "steps": 2, "first_loss": 2.0, "last_loss": 1.0,
-               "time_per_sample_s": 0.1, "peak_memory_bytes": 1, "adapter_dir": str(adapter)}
+               "time_per_sample_s": 0.1, "peak_memory_bytes": 1, "adapter_dir": str(adapter),
+               **train.recipe_record(TrainConfig(model="m", out="o"))}
     row = train.result_row(params, metrics, {"base": 2.0, "tuned": 1.5})
-    assert len(row) == 18 and row["heldout_tuned"] == 1.5 and row["source"] == "coco"
+    assert len(row) == 17 + len(train.RECIPE_COLUMNS)  # "mode" is both
+    assert row["heldout_tuned"] == 1.5 and row["source"] == "coco"
+    # every recipe field is in the row (lib.recipes)
+    assert (row["recipe"], row["mode"], row["seeding"], row["max_grad_norm"]) == (
+        "ours", "qlora", "global", 1.0)
     assert row["adapter"] == "outputs/03_qlora_finetune/r/adapter"
     assert paths.absolute(row["adapter"]) == adapter
 

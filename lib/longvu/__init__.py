@@ -46,6 +46,10 @@ API
     model.generate(frames, prompt_text, max_new_tokens=5, stop=None) -> str   (greedy)
     model.next_token_logits(frames, prompt_text) -> (vocab,) fp32
     model.sequence_logprob(frames, prompt_text, continuations) -> list[float]
+    model.generate_batch(visuals, prompt_texts) / model.likelihood_batch(visuals, prompt_texts,
+        letters, options): many questions per decoder forward, options scored over one
+        prefill's key/value cache (batched.py; equal to the one-question calls)
+    with model.visual_cache(): towers + connector run once per prepared clip
     lib.longvu.save(model, out_dir)                     original layout + towers/ + tokenizer
     lib.longvu.tiny.build_tiny / write_tiny             tiny random checkpoints
     CLI: python -m lib.longvu tiny --backbone qwen|llama --stage video|image

@@ -3,21 +3,29 @@
 The decoder is an unmodified `Qwen2ForCausalLM` / `LlamaForCausalLM` (optionally NF4, optionally
 wrapped by peft) driven through `inputs_embeds`; nothing LongVU-specific lives inside it.
 Public methods: `preprocess`, `prompt`, `prepare_inputs_embeds`, `forward` (label-only loss),
-`generate`, `next_token_logits`, `sequence_logprob`. Used by notebooks 01 (evaluation),
-03 and 04 (training and analysis).
+`generate`, `next_token_logits`, `sequence_logprob`, and the evaluator's batched forms
+`generate_batch` and `likelihood_batch` (several questions per decoder forward; option and letter
+continuations scored from one key/value cache of the prompt). Inside `visual_cache()` the towers
+and connector run once per visual input for every prompt on it. Used by notebooks 01
+(evaluation), 03 and 04 (training and analysis).
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria
+from transformers import LogitsProcessorList
 
-from . import pipeline, prompts
+from . import batched, pipeline, prompts
+from .batched import StopStrings, SuppressIds
 from .config import LongVUConfig
 from .connector import Connector
 from .towers import Towers, preprocess_frames
@@ -37,26 +45,6 @@ class Flags:
 class LossOutput:
     loss: torch.Tensor
     num_tokens: int
-
-
-class _SuppressIds(LogitsProcessor):
-    def __init__(self, start: int):
-        self.start = start
-
-    def __call__(self, input_ids, scores):
-        scores[:, self.start:] = -float("inf")
-        return scores
-
-
-class _StopStrings(StoppingCriteria):
-    """Stop when the decoded continuation ends with one of the stop strings."""
-
-    def __init__(self, tokenizer, stops: list[str]):
-        self.tokenizer, self.stops = tokenizer, stops
-
-    def __call__(self, input_ids, scores, **kwargs):
-        text = self.tokenizer.decode(input_ids[0, -8:])
-        return any(text.endswith(s) or s in text for s in self.stops)
 
 
 def preprocess_visual(frames: np.ndarray, kind: str = "video", sizes: tuple[int, int] = (384, 378),
@@ -103,6 +91,61 @@ class LongVU(nn.Module):
         self.config, self.tokenizer = config, tokenizer
         self.template = template or prompts.template_for(config.backbone)
         self.flags = flags or Flags()
+        self._vcache: OrderedDict | None = None  # see visual_cache()
+        self.timing = {"visual_s": 0.0, "decoder_s": 0.0}  # inference time by part, summed
+
+    # -- evaluator helpers ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def visual_cache(self, max_entries: int = 256) -> Iterator[None]:
+        """Inside: the tower + connector output of a visual input (the preprocess dict, by
+        identity; the entry holds it so the identity cannot be reused) is kept for every
+        prompt on it, inference only. Nested calls share the outer cache; leaving the outermost
+        frees it. Training (`forward`) must not run inside: the cached tokens carry no graph."""
+        if self._vcache is not None:
+            yield
+            return
+        self._vcache = OrderedDict()
+        self._vcache_max = max_entries
+        try:
+            yield
+        finally:
+            self._vcache = None
+
+    def clear_visual_cache(self) -> None:
+        """Drop the cached visual tokens (the evaluator calls it after each batch)."""
+        if self._vcache is not None:
+            self._vcache.clear()
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":  # timings must not stop at an asynchronous launch
+            torch.cuda.synchronize(self.device)
+
+    @contextlib.contextmanager
+    def _timed(self, part: str) -> Iterator[None]:
+        if self._vcache is None:  # timed in evaluation only: no syncs in training steps
+            yield
+            return
+        self._sync()
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.timing[part + "_s"] += time.perf_counter() - t
+
+    def _visual_entry(self, visual: dict) -> dict | None:
+        if self._vcache is None:
+            return None
+        key = id(visual)
+        hit = self._vcache.get(key)
+        if hit is not None and hit[0] is visual:
+            self._vcache.move_to_end(key)
+            return hit[1]
+        entry: dict = {}
+        self._vcache[key] = (visual, entry)
+        while len(self._vcache) > self._vcache_max:
+            self._vcache.popitem(last=False)
+        return entry
 
     # -- plumbing -------------------------------------------------------------------------
     @property
@@ -176,10 +219,17 @@ class LongVU(nn.Module):
         is_video = visual.get("kind", "video") == "video"
         text_len = pipeline.text_len_for_budget(ids, self.config)
         tdev = next(self.towers.parameters()).device
-        block = pipeline.encode_visual(
-            self.towers, self.connector, self.config,
-            visual["siglip"].to(tdev, self.dtype), visual["dino"].to(tdev, self.dtype),
-            size, is_video, text_len, trace)
+        cache = None if trace is not None else self._visual_entry(visual)
+        with self._timed("visual"), (torch.no_grad() if cache is not None
+                                      else contextlib.nullcontext()):
+            pixels = cache.get("pixels") if cache is not None else None
+            if pixels is None:
+                pixels = (visual["siglip"].to(tdev, self.dtype),
+                          visual["dino"].to(tdev, self.dtype))
+                if cache is not None:
+                    cache["pixels"] = pixels
+            block = pipeline.encode_visual(self.towers, self.connector, self.config, *pixels,
+                                           size, is_video, text_len, trace, cache)
         embeds, pmap = pipeline.splice(block, ids, self.embed_tokens, self.config, trace)
         if self.flags.legacy_placeholder_tokens:
             backmap = torch.tensor(back + [-1], device=pmap.device)
@@ -270,9 +320,9 @@ class LongVU(nn.Module):
         kwargs = {}
         limit = self._vocab_limit()
         if limit is not None:
-            kwargs["logits_processor"] = LogitsProcessorList([_SuppressIds(limit)])
+            kwargs["logits_processor"] = LogitsProcessorList([SuppressIds(limit)])
         if stop and self.tokenizer is not None:
-            kwargs["stopping_criteria"] = [_StopStrings(self.tokenizer, stop)]
+            kwargs["stopping_criteria"] = [StopStrings(self.tokenizer, stop)]
         e = inputs_embeds[None]
         out = self.decoder.generate(
             inputs_embeds=e, attention_mask=torch.ones(e.shape[:2], dtype=torch.long,
@@ -353,3 +403,18 @@ class LongVU(nn.Module):
             tgt = torch.tensor(c, device=logp.device)
             out.append(float(logp[torch.arange(len(c)), tgt].sum()))
         return out
+
+    # -- batched inference (the evaluator; lib.longvu.batched) ----------------------------
+    def generate_batch(self, visuals: Sequence, prompt_texts: Sequence, max_new_tokens: int = 5,
+                       stop: list[str] | None = None) -> list[str]:
+        """`generate` for several rows in one decoder call (see `batched.generate_batch`)."""
+        return batched.generate_batch(self, visuals, prompt_texts, max_new_tokens, stop)
+
+    def likelihood_batch(self, visuals: Sequence, prompt_texts: Sequence,
+                         letters: Sequence[Sequence[str] | None],
+                         options: Sequence[Sequence[str] | None]
+                         ) -> tuple[list[list[float] | None], list[list[float] | None]]:
+        """`letter_logprobs` and `sequence_logprob` for several rows from one prefill of each
+        prompt (see `batched.likelihood_batch`)."""
+        return batched.likelihood_batch(self, visuals, prompt_texts, letters, options)
+

@@ -138,23 +138,26 @@ class VisualBlock:
 def encode_visual(towers: Towers, connector: Connector, cfg: LongVUConfig,
                   siglip_pixels: torch.Tensor, dino_pixels: torch.Tensor,
                   size: tuple[float, float], is_video: bool, text_len: int,
-                  trace: dict | None = None) -> VisualBlock:
-    """Towers -> frame selection -> connector -> projected, unpadded per-frame token blocks."""
+                  trace: dict | None = None, cache: dict | None = None) -> VisualBlock:
+    """Towers -> frame selection -> connector -> projected, unpadded per-frame token blocks.
+
+    ``cache`` (one dict per visual input, never with ``trace``): the DINO features are kept,
+    and the block under the text-length-dependent plan (kept frames, regime), so another
+    prompt on the same clip runs neither tower nor the connector again unless its length
+    changes the plan."""
     dtype = siglip_pixels.dtype
-    dino = towers.encode_dino(dino_pixels)
+    if cache is not None and "dino" in cache:
+        dino = cache["dino"]
+    else:
+        dino = towers.encode_dino(dino_pixels)
+        if cache is not None:
+            cache["dino"] = dino
     if trace is not None:
         trace["dino_features"] = dino
     if is_video:
         kept = select_frames(dino, text_len, cfg, trace)
-        dino = dino[kept]
-        siglip_pixels = siglip_pixels[kept]
     else:
         kept = list(range(len(dino)))
-    siglip = towers.encode_siglip(siglip_pixels)
-    cdev, cdt = connector.vision_query.device, connector.dtype
-    aux0 = connector.mm_projector_aux_0(siglip.to(cdev, cdt)).to(dtype)
-    aux1 = connector.mm_projector_aux_1(dino.to(cdev, cdt)).to(dtype)
-
     q_num = cfg.query_num_list[0]
     q_side = int(q_num ** 0.5)
     final_side = int(cfg.image_token_len ** 0.5)
@@ -173,6 +176,16 @@ def encode_visual(towers: Towers, connector: Connector, cfg: LongVUConfig,
                                       "max_num_frames_high": max_high,
                                       "max_num_frames_low": max_low}
     mix = mix and cfg.highres
+    plan = (tuple(kept), mix, high_grid, tuple(size))
+    if cache is not None and plan in cache:
+        return cache[plan]
+    if is_video:
+        dino = dino[kept]
+        siglip_pixels = siglip_pixels[kept]
+    siglip = towers.encode_siglip(siglip_pixels)
+    cdev, cdt = connector.vision_query.device, connector.dtype
+    aux0 = connector.mm_projector_aux_0(siglip.to(cdev, cdt)).to(dtype)
+    aux1 = connector.mm_projector_aux_1(dino.to(cdev, cdt)).to(dtype)
 
     masks = [sampler_masks(size, q_side, towers.token_side)] * 2
     sva = connector.sample(aux0.to(cdt), aux1.to(cdt), masks, q_side).to(dtype)
@@ -207,6 +220,8 @@ def encode_visual(towers: Towers, connector: Connector, cfg: LongVUConfig,
         for i in range(n):
             t, m = grid_tokens(proj_low[i], cfg.lowres_token, low_size, newline, i, LOW)
             block.low.append(t), block.low_meta.append(m)
+    if cache is not None:
+        cache[plan] = block
     return block
 
 

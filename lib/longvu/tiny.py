@@ -5,7 +5,9 @@ position interpolation) and token grids, with tiny widths, for parity-style test
 the towers at 64 / 56 px (4x4 patches, still resized to LongVU's 24x24 maps) so a CPU can train
 it in the demo profile. Budgets (`tokenizer_model_max_length`) are 1024 (video) / 2048 (image) so
 that every pipeline branch is reachable with a few frames. The tokenizer is a byte-level BPE
-built in code (no download) with the backbone's special tokens and chat template. Checkpoints
+built in code (no download) with the backbone's special tokens and chat template; the demo can
+instead pass a vocabulary-sized BPE trained on its own text (`build_vocab_tokenizer`: every word
+of the shapes-COCO language one token, anything else still spelled in bytes). Checkpoints
 are written in the original layout and load through `lib.longvu.load`. Used by the tests and by
 notebooks 03/04 in the demo profile.
 """
@@ -88,14 +90,43 @@ def build_tokenizer(backbone: str) -> PreTrainedTokenizerFast:
         chat_template=QWEN_TEMPLATE, model_max_length=32768)
 
 
-def _llm_config(backbone: str, tokenizer) -> Qwen2Config | LlamaConfig:
+def build_vocab_tokenizer(backbone: str, corpus: list[str]) -> PreTrainedTokenizerFast:
+    """Byte-level BPE trained on ``corpus`` until every word in it is one token.
+
+    Same pre-tokenizer, specials and chat template as `build_tokenizer`, so prompts, letters and
+    "(" stay single tokens and text outside the corpus still tokenizes (as bytes). The trainer
+    is deterministic for a given corpus order.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    base = build_tokenizer(backbone)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=100_000, min_frequency=1, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=[])
+    tok.train_from_iterator(corpus, trainer=trainer)
+    tok.add_special_tokens(SPECIALS[backbone])
+    inner = base.backend_tokenizer
+    tok.post_processor = inner.post_processor
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=base.bos_token, eos_token=base.eos_token,
+        pad_token=base.pad_token, chat_template=base.chat_template,
+        model_max_length=base.model_max_length)
+
+
+def _llm_config(backbone: str, tokenizer, width: int = 64, layers: int = 2
+                ) -> Qwen2Config | LlamaConfig:
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIALS[backbone]}
-    common = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    # 320 > len(tokenizer): like Qwen2-7B (152064 rows vs 151646 tokens); a larger vocabulary
+    # tokenizer gets its size rounded up to 64 the same way
+    qwen_rows = max(320, -(-len(tokenizer) // 64) * 64 + 64 * (len(tokenizer) > 320))
+    common = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
                   num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
                   use_cache=False)
     if backbone == "qwen":
-        # 320 > len(tokenizer): like Qwen2-7B (152064 rows vs 151646 tokens)
-        return Qwen2Config(vocab_size=320, max_position_embeddings=32768,
+        return Qwen2Config(vocab_size=qwen_rows, max_position_embeddings=32768,
                            rope_parameters={"rope_type": "default", "rope_theta": 1e6},
                            tie_word_embeddings=False,
                            bos_token_id=ids["<|endoftext|>"], sliding_window=None,
@@ -111,7 +142,8 @@ def _llm_config(backbone: str, tokenizer) -> Qwen2Config | LlamaConfig:
                        **common)
 
 
-def tiny_config(backbone: str, stage: str, geometry: str = "real") -> LongVUConfig:
+def tiny_config(backbone: str, stage: str, geometry: str = "real", width: int = 64
+                ) -> LongVUConfig:
     if backbone not in ("qwen", "llama") or stage not in ("video", "image"):
         raise ValueError(f"backbone qwen|llama and stage video|image, got {backbone}, {stage}")
     if geometry not in GEOMETRY:
@@ -120,7 +152,7 @@ def tiny_config(backbone: str, stage: str, geometry: str = "real") -> LongVUConf
     side, queries, low = GRIDS[geometry]
     q = queries[stage]
     return LongVUConfig(
-        backbone=backbone, hidden_size=64, vision_hidden_size=64, query_num_list=[q],
+        backbone=backbone, hidden_size=width, vision_hidden_size=64, query_num_list=[q],
         image_token_len=q, connector_depth=3, highres=stage == "video", lowres_token=low,
         mm_vision_tower_aux_token_len_list=[side * side, side * side],
         tokenizer_model_max_length=1024 if stage == "video" else 2048,
@@ -161,12 +193,14 @@ def randomize(module: nn.Module, gen: torch.Generator) -> None:
 
 
 def build_tiny(backbone: str = "qwen", stage: str = "video", geometry: str = "real",
-               seed: int = 0, flags: Flags | None = None) -> LongVU:
-    """A tiny random LongVU in memory (float32, CPU)."""
+               seed: int = 0, flags: Flags | None = None, tokenizer=None, width: int = 64,
+               layers: int = 2) -> LongVU:
+    """A tiny random LongVU in memory (float32, CPU); decoder ``width`` x ``layers``, with
+    ``tokenizer`` (default: the byte-level one)."""
     gen = torch.Generator().manual_seed(seed)
-    cfg = tiny_config(backbone, stage, geometry)
-    tokenizer = build_tokenizer(backbone)
-    llm_cfg = _llm_config(backbone, tokenizer)
+    cfg = tiny_config(backbone, stage, geometry, width)
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer(backbone)
+    llm_cfg = _llm_config(backbone, tokenizer, width, layers)
     dec_cls = Qwen2ForCausalLM if backbone == "qwen" else LlamaForCausalLM
     decoder = dec_cls(llm_cfg)
     randomize(decoder, gen)
@@ -194,6 +228,7 @@ def build_tiny(backbone: str = "qwen", stage: str = "video", geometry: str = "re
 
 
 def write_tiny(out: str | Path, backbone: str = "qwen", stage: str = "video",
-               geometry: str = "real", seed: int = 0) -> Path:
-    """Write a complete tiny checkpoint (original layout + towers/ + tokenizer) to `out`."""
-    return save(build_tiny(backbone, stage, geometry, seed), out)
+               geometry: str = "real", seed: int = 0, **kw) -> Path:
+    """Write a complete tiny checkpoint (original layout + towers/ + tokenizer) to `out`;
+    ``kw`` as `build_tiny` (tokenizer, width, layers)."""
+    return save(build_tiny(backbone, stage, geometry, seed, **kw), out)

@@ -1,0 +1,163 @@
+"""Batched evaluation (issue 14): several questions per decoder forward, option and letter
+scores from one prefill's key/value cache, visual tokens once per clip, all equal to batch size 1
+and to the full-prompt reference on the tiny real-geometry LongVU."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lib import config, evaluate, minitvbench, models, tvbench
+from lib.longvu import batched
+from lib.longvu.tiny import build_tiny
+from lib.tvbench import LETTERS, Question
+
+RNG = np.random.RandomState(0)
+# different frame counts (3: all high-res; 6 and 9: low-res with question-guided upgrades) and
+# sizes, so rows of one batch have different visual blocks and sequence lengths
+CLIPS = [(RNG.rand(n, h, w, 3) * 255).astype(np.uint8)
+         for n, h, w in [(3, 48, 64), (6, 40, 40), (9, 64, 48), (6, 48, 64)]]
+QUESTIONS = [Question(task, i, f"{i}.mp4", Path(f"{i}.mp4"), text, tuple(cands), answer)
+             for i, (task, text, cands, answer) in enumerate([
+                 ("action_sequence", "What happened first?", ["sit", "stand", "run"], 0),
+                 ("scene_transition", "Which scene change is shown in this clip, from the "
+                  "first scene to the last one, in the order in which they appear?",
+                  ["a kitchen to a street", "a beach to a forest"], 1),
+                 ("object_count", "How many?", ["1", "2", "3", "4"], 2),
+                 ("moving_direction", "Where does the red circle move?",
+                  ["left", "right", "up"], 1)])]
+SCORINGS = ["paper", "strict", "letter", "option"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = models.LongVUModel(build_tiny("qwen", "video", "real", seed=0), "tiny-real")
+    with model.session():  # one visual cache for the module: each clip's towers run once
+        yield model
+
+
+@pytest.fixture(scope="module")
+def rows(tiny):
+    """The four questions, plus one whose prompt (241 tokens) is one token short of the length
+    at which the 6-frame 40x40 clip gets 3 instead of 4 question-guided high-res frames, so the
+    letter scorer's text (prompt + "(") has other visual tokens than the prompt."""
+    pre = tiny.preprocessor()
+    out = [(q, pre(c)) for q, c in zip(QUESTIONS, CLIPS)]
+    q = QUESTIONS[0]
+    n = len(tiny.model.tokenize(tiny.prompt(q.question, q.candidates)))
+    edge = dataclasses.replace(q, index=9, question=q.question + " " + "x" * (240 - n))
+    assert len(tiny.model.tokenize(tiny.prompt(edge.question, edge.candidates))) == 241
+    return out + [(edge, out[1][1])]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny, rows):
+    """Batch-size-1 methods: `generate`, `letter_logprobs`, and `sequence_logprob`, which runs
+    the whole prompt again for every option."""
+    m, out = tiny.model, []
+    for q, p in rows:
+        prompt = tiny.prompt(q.question, q.candidates)
+        out.append((m.generate(p, prompt, max_new_tokens=5),
+                    m.letter_logprobs(p, prompt, list(LETTERS[:len(q.candidates)])),
+                    m.sequence_logprob(p, prompt, list(q.candidates))))
+    return out
+
+
+@pytest.fixture(params=["rowwise", "padded"])
+def prefill_mode(request, monkeypatch):
+    """Both prefill strategies on the CPU: rows one by one (the CPU default) and one padded
+    batch (the CUDA default, forced here)."""
+    monkeypatch.setattr(batched, "padded_prefill", lambda model: request.param == "padded")
+    return request.param
+
+
+def test_batched_scores_equal_batch_size_one(tiny, rows, reference, prefill_mode):
+    """Every scorer on rows of different question lengths and frame counts in one batch: the
+    same predictions as batch size 1 and the same letter and option scores as the reference
+    (options from the prompt's key/value cache vs the full prompt per option)."""
+    recs = evaluate.score_rows(tiny, [(q, p, SCORINGS) for q, p in rows])
+    for (q, _), r, (raw, lets, opts) in zip(rows, recs, reference):
+        assert [x["scoring"] for x in r] == SCORINGS
+        assert r[0]["raw"] == r[1]["raw"] == raw
+        assert r[0]["pred_index"] == evaluate.parse_paper(raw, len(q.candidates))[0]
+        assert r[1]["pred_index"] == evaluate.parse_strict(raw, len(q.candidates))[0]
+        np.testing.assert_allclose(r[2]["letter_logprobs"], lets, atol=2e-4)
+        np.testing.assert_allclose(r[3]["option_logprobs"], opts, atol=2e-4)
+        assert r[2]["pred_index"] == int(np.argmax(lets))
+        assert r[3]["pred_index"] == int(np.argmax(opts))
+
+
+def test_letter_text_that_moves_the_visual_tokens_keeps_its_definition(tiny, rows):
+    """Where "(" changes the visual tokens, the letter row runs its own forward (and equals
+    the reference above); elsewhere it is one continuation on the prompt's cache."""
+    m, moved = tiny.model, []
+    open_id = m.tokenizer("(", add_special_tokens=False)["input_ids"]
+    for q, p in rows:
+        ids = m.tokenize(tiny.prompt(q.question, q.candidates))
+        a, b = m.embed_one(ids, p)[0], m.embed_one(ids + open_id, p)[0]
+        moved.append(not (len(b) == len(a) + 1 and torch.equal(b[:-1], a)))
+    assert moved == [False] * len(QUESTIONS) + [True]
+
+
+def test_visual_work_once_per_clip_for_every_scorer(tiny, rows, monkeypatch):
+    sample = tiny.model.connector.sample
+    runs = []
+    monkeypatch.setattr(tiny.model.connector, "sample",
+                        lambda *a, **k: runs.append(1) or sample(*a, **k))
+    tiny.end_batch()
+    before = tiny.timing()
+    evaluate.score_rows(tiny, [(q, p, SCORINGS) for q, p in rows[:4]])
+    assert len(runs) == 4  # four clips, four scorers each: the connector ran once per clip
+    after = tiny.timing()
+    assert after["visual_s"] > before["visual_s"] and after["decoder_s"] > before["decoder_s"]
+    evaluate.score_rows(tiny, [(q, p, ["option"]) for q, p in rows[:1]])
+    assert len(runs) == 4  # cached until end_batch
+    tiny.end_batch()
+    evaluate.score_rows(tiny, [(q, p, ["option"]) for q, p in rows[:1]])
+    assert len(runs) == 5
+
+
+def test_no_cache_outside_a_session():
+    m = build_tiny("qwen", "video", "small", seed=0)
+    v = m.preprocess(CLIPS[0][:2])
+    ids = m.tokenize(m.prompt("Q?"))
+    assert m._vcache is None
+    e1 = m.embed_one(ids, v)[0]
+    assert m._vcache is None and m.timing == {"visual_s": 0.0, "decoder_s": 0.0}
+    with m.visual_cache():
+        assert torch.equal(m.embed_one(ids, v)[0], e1)
+    assert m._vcache is None
+
+
+def test_run_predictions_do_not_depend_on_batch_size(tmp_path):
+    """End to end through the runner (decode workers, conditions, resumable file): the same
+    predictions at batch size 1 and 5 (6 rows: a full batch and a short one), with the time
+    split in metrics.json."""
+    data = tmp_path / "bench"
+    minitvbench.build_minitvbench(data, 1, 64, 8, seed=0)
+    bench = tvbench.open_benchmark(data, ["scene_transition", "object_count", "action_count"])
+    model = models.LongVUModel(build_tiny("qwen", "video", "small", seed=0), "tiny-small")
+    out = {}
+    for bs in (1, 5):
+        spec = config.EvalSpec(conditions=("normal", "reversed"), scorings=tuple(SCORINGS),
+                               num_workers=0, batch_size=bs, limit=1)
+        evaluate.evaluate(model, bench, tmp_path / f"b{bs}", spec, n_boot=50, progress=False)
+        lines = [json.loads(x) for x in (tmp_path / f"b{bs}" / "predictions.jsonl")
+                 .read_text().splitlines()]
+        out[bs] = [(r["sample_id"], r["condition"], r["scoring"], r["pred_index"],
+                    r.get("raw")) for r in lines]
+        split = json.loads((tmp_path / f"b{bs}" / "metrics.json").read_text())["time_split"]
+        assert split["rank0"]["batch_size"] == bs
+        assert {"decode_wait_s", "decode_s", "prep_s", "visual_s", "decoder_s"} <= set(
+            split["rank0"])
+    assert len(out[1]) == 3 * 2 * 4 and out[1] == out[5]
+
+
+def test_batch_size_is_checked():
+    with pytest.raises(ValueError, match="batch_size"):
+        config.EvalSpec(batch_size=0)
