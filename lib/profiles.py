@@ -125,6 +125,8 @@ def shared_eval_dir(ms: ModelSpec, data_dir: Path | str) -> Path:
              str(Path(data_dir).resolve())]
     if ms.token_layout:  # a converted start is another model (its pos_embed_* are drawn)
         parts += [ms.token_layout, ms.layout_seed]
+    if ms.dtype or ms.drop_threshold is not None:  # fp16 / another drop threshold answer
+        parts += [ms.dtype, ms.drop_threshold]     # differently (--recipe paper sets both)
     key = json.dumps(parts)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(ms.checkpoint).name)[:60]
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]

@@ -4,7 +4,7 @@ explicit settings (a flag or a notebook parameter that is not None wins over the
 
 Used by ``lib.config`` (``TrainConfig.from_args`` / ``from_params``), ``lib.train``
 (metrics.json, the finetune.csv row), ``lib.eval_cli`` (``--recipe`` on ``lib.tvbench eval``)
-and notebooks 03 and 04 (``RECIPE``). docs/fidelity.md lists every deviation between the two.
+and notebooks 01, 03 and 04 (``RECIPE``). docs/fidelity.md lists every deviation between the two.
 
 Sources for ``paper`` (VisualComputingInstitute/videollm-pseudovideo-training @0bf2d48):
     scripts/julich/training_specific/coco_splicing_llama.sh:28-52  lr 5e-6, wd 0, warm-up 0.03,

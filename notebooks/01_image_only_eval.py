@@ -40,6 +40,7 @@ import lib.paper
 import lib.paths
 import lib.plots
 import lib.profiles
+import lib.recipes
 import lib.results
 import lib.runs
 import lib.tables
@@ -55,6 +56,7 @@ BACKBONE = "qwen"  # qwen (Qwen2-7B) | llama (Llama3.2-3B)
 IMAGE_CHECKPOINT = None  # None: LongVU_<backbone>_img (full) or a tiny image-stage model
 VIDEO_CHECKPOINT = None  # None: LongVU_<backbone> (full) or a tiny video-stage model
 IMAGE_TOKEN_LAYOUT = None  # None: its own; "video": the paper's layout for the _img model (full)
+RECIPE = "ours"  # ours: load dtype, config.json's drop_threshold | paper: fp16, 0.8 (lib.recipes)
 DATA_DIR = None  # None: MiniTVBench (demo/smoke) or <data dir>/tvbench (full)
 LIMIT = None  # first N questions of each task (None: all)
 SHUFFLE_SEEDS = [0, 1, 2]  # one shuffled run per seed
@@ -91,9 +93,9 @@ print(f"{data_dir}: {len(bench.questions)} questions, release check: {bench.rele
 # %%
 checkpoints = {"image": IMAGE_CHECKPOINT, "video": VIDEO_CHECKPOINT}
 layouts = {"image": IMAGE_TOKEN_LAYOUT, "video": None}
-models = [lib.models.ModelSpec(f"{stage}-trained", ckpt or lib.profiles.start_checkpoint(
-    PROFILE, BACKBONE, stage, SEED), token_layout=layouts[stage], layout_seed=SEED)
-    for stage, ckpt in checkpoints.items()]
+models = lib.recipes.eval_models([lib.models.ModelSpec(
+    f"{stage}-trained", ckpt or lib.profiles.start_checkpoint(PROFILE, BACKBONE, stage, SEED),
+    token_layout=layouts[stage], layout_seed=SEED) for stage, ckpt in checkpoints.items()], RECIPE)
 run_dirs = {f"{stage}-trained": run.path("eval", stage) for stage in checkpoints}
 display(pd.DataFrame([{"model": s.label, "checkpoint": s.checkpoint} for s in models]))
 
@@ -158,7 +160,7 @@ display(lib.tables.letter_bias_table(results, normal))
 # the repository), read by notebook 05.
 
 # %%
-lib.results.record_models(results, models, run_dirs, f"01/{RUN_NAME}", data_dir)
+lib.results.record_models(results, models, run_dirs, f"01/{RUN_NAME}", data_dir, RECIPE)
 lib.runs.save_metrics(run, {
     "backbone": BACKBONE, "data_dir": lib.paths.relative(data_dir),
     "n": results["image-trained"][normal]["n"], "skipped_missing_video": len(bench.skipped),

@@ -109,8 +109,7 @@ display(pd.DataFrame([vars(m) for m in models]))
 
 # %%
 spec = lib.config.EvalSpec.from_params(params, lib.profiles.shared_frame_cache())
-share = SHARE_BASE_EVAL and RECIPE == "ours"  # the shared folder's key has no dtype (yet)
-run_dirs = {ms.label: lib.profiles.shared_eval_dir(ms, data_dir) if i == 0 and share
+run_dirs = {ms.label: lib.profiles.shared_eval_dir(ms, data_dir) if i == 0 and SHARE_BASE_EVAL
             else run.path("eval", f"m{i}") for i, ms in enumerate(models)}
 results = lib.evaluate.evaluate_models(models, run_dirs, bench, spec, n_boot=N_BOOT)
 sources = {label: d / "predictions.jsonl" for label, d in run_dirs.items()}

@@ -195,8 +195,12 @@ def test_shared_eval_dir_identity(tmp_path, monkeypatch):
                                        tmp_path / "bench"),
               profiles.shared_eval_dir(spec, tmp_path / "other_bench"),
               profiles.shared_eval_dir(models.ModelSpec("base", "Vision-CAIR/x"),
+                                       tmp_path / "bench"),
+              profiles.shared_eval_dir(models.ModelSpec("base", str(ckpt), dtype="float16"),
+                                       tmp_path / "bench"),
+              profiles.shared_eval_dir(models.ModelSpec("base", str(ckpt), drop_threshold=0.8),
                                        tmp_path / "bench")]
-    assert len({d, *others}) == 4
+    assert len({d, *others}) == 6
     (ckpt / "model.safetensors").write_bytes(b"retrained")  # same path, new weights
     assert profiles.shared_eval_dir(spec, tmp_path / "bench") != d
 
