@@ -104,16 +104,35 @@ def shared_frame_cache() -> Path:
     return shared_dir() / "frames"
 
 
+IDENTITY_BYTES = 1 << 20  # bytes read from each end of a large weight file
+
+
+def _file_digest(f: Path) -> str:
+    """sha256 of a file, or of its size and first and last MiB when it is larger than 4 MiB
+    (a 15 GB checkpoint is identified in milliseconds; any retraining changes both ends)."""
+    h, size = hashlib.sha256(), f.stat().st_size
+    with open(f, "rb") as fh:
+        if size <= 4 * IDENTITY_BYTES:
+            h.update(fh.read())
+        else:
+            h.update(str(size).encode() + fh.read(IDENTITY_BYTES))
+            fh.seek(size - IDENTITY_BYTES)
+            h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
 def _identity(path_or_id: str | None) -> object:
-    """A local model dir by resolved path plus its files' sizes and mtimes (a retrained
-    checkpoint at the same path gets a new identity); a hub id by itself."""
+    """A local model dir by its repo-relative path and its files' contents (a retrained
+    checkpoint at the same path gets a new identity; the same bytes in another clone the same
+    one, so notebook 04's shared folder and its results rows read alike on every machine); a
+    hub id by itself."""
     if path_or_id is None:
         return None
     p = Path(path_or_id)
     if not p.exists():
         return path_or_id
     files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
-    return [str(p.resolve())] + [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    return [paths.relative(p.resolve())] + [[f.name, _file_digest(f)] for f in files]
 
 
 def shared_eval_dir(ms: ModelSpec, data_dir: Path | str) -> Path:
@@ -122,7 +141,7 @@ def shared_eval_dir(ms: ModelSpec, data_dir: Path | str) -> Path:
     model, so it is evaluated once (later runs resume it; the evaluator's fingerprint still
     guards the folder)."""
     parts = [_identity(ms.checkpoint), _identity(ms.adapter), ms.quantization,
-             str(Path(data_dir).resolve())]
+             paths.relative(Path(data_dir).resolve())]
     if ms.token_layout:  # a converted start is another model (its pos_embed_* are drawn)
         parts += [ms.token_layout, ms.layout_seed]
     if ms.dtype or ms.drop_threshold is not None:  # fp16 / another drop threshold answer

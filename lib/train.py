@@ -425,7 +425,8 @@ def heldout_losses(cfg: TrainConfig, metrics: Mapping[str, Any], n: int) -> dict
 def result_row(params: Mapping[str, Any], metrics: Mapping[str, Any],
                heldout: Mapping[str, float]) -> dict[str, Any]:
     """Notebook 03's row of ``outputs/results/finetune.csv`` (key: run, profile) from its
-    parameters, the training metrics and ``heldout_losses``."""
+    parameters, the training metrics and ``heldout_losses``. Time and memory stay in the run's
+    metrics.json: the tracked table holds only what the same seed reproduces byte for byte."""
     p, m = params, metrics
     return {"run": p["RUN_NAME"], "profile": p["PROFILE"], "backbone": p["BACKBONE"],
             "mode": m.get("mode") or p.get("MODE"), "quantization": m["quantization"],
@@ -433,8 +434,6 @@ def result_row(params: Mapping[str, Any], metrics: Mapping[str, Any],
             "S": p["S"], "F": p["F"], "N": p["N"], "steps": m["steps"],
             "first_loss": m["first_loss"], "last_loss": m["last_loss"],
             "heldout_base": heldout["base"], "heldout_tuned": heldout["tuned"],
-            "time_per_sample_s": m["time_per_sample_s"],
-            "peak_memory_bytes": m["peak_memory_bytes"],
             "adapter": _portable(paths.absolute(m.get("adapter_dir", m.get("model_dir")))),
             **{k: m.get(k) for k in RECIPE_COLUMNS}}
 

@@ -244,7 +244,8 @@ def test_result_row_has_repo_relative_paths():
                "time_per_sample_s": 0.1, "peak_memory_bytes": 1, "adapter_dir": str(adapter),
                **train.recipe_record(TrainConfig(model="m", out="o"))}
     row = train.result_row(params, metrics, {"base": 2.0, "tuned": 1.5})
-    assert len(row) == 17 + len(train.RECIPE_COLUMNS)  # "mode" is both
+    assert len(row) == 15 + len(train.RECIPE_COLUMNS)  # "mode" is both
+    assert "time_per_sample_s" not in row and "peak_memory_bytes" not in row  # machine's
     assert row["heldout_tuned"] == 1.5 and row["source"] == "coco"
     # every recipe field is in the row (lib.recipes)
     assert (row["recipe"], row["mode"], row["seeding"], row["max_grad_norm"]) == (
