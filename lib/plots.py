@@ -281,7 +281,7 @@ def plot_scenes_frames(df: pd.DataFrame) -> Figure:
 
 
 def plot_loss_lr(steps: pd.DataFrame, title: str = "") -> Figure:
-    """Answer-token loss and learning rate per optimizer step (``lib.train.read_log`` rows)."""
+    """Answer-token loss and learning rate per optimizer step (``lib.train_runs.read_log`` rows)."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
     ax1.plot(steps["step"], steps["loss"], marker=".")
     ax1.set(xlabel="optimizer step", ylabel="answer-token loss", title=title)

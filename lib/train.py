@@ -62,10 +62,8 @@ from lib.longvu.model import preprocess_visual
 from lib.models import pick_device
 from lib.paths import OutputPathError
 from lib.questions import MIN_SCENES, parse_mix
-from lib.train_runs import RESUME_KEYS  # noqa: F401 (part of this module's API since issue 3)
-from lib.train_runs import (LAYOUT_FIELDS, complete_checkpoints, drop_incomplete, formations,
-                            read_log, table_record, truncate_log)
-from lib.train_runs import check_resume_config as _check_resume_config
+from lib.train_runs import (LAYOUT_FIELDS, check_resume_config, complete_checkpoints,
+                            drop_incomplete, formations, read_log, table_record, truncate_log)
 from lib.trainer import TrainError, build_trainer, report_truncation, training_arguments
 
 DONE_FLAG = "training_complete.flag"
@@ -237,7 +235,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, dataset: tud.Dataset | 
     run = Path(cfg.out)
     ckpt_dir = run / "checkpoints"
     if resume:
-        _check_resume_config(run, cfg)
+        check_resume_config(run, cfg)
         if (run / DONE_FLAG).is_file() and (run / "metrics.json").is_file():
             print(f"{run}: training already complete; reusing it")
             return json.loads((run / "metrics.json").read_text()), None

@@ -38,6 +38,7 @@ import lib.profiles
 import lib.recipes
 import lib.runs
 import lib.train
+import lib.train_runs
 
 lib.plots.set_style()
 
@@ -114,7 +115,7 @@ display(pd.Series({k: metrics[k] for k in ("recipe", "mode", "quantization", "st
 # ## 4. Loss and learning rate
 
 # %%
-steps = pd.DataFrame(lib.train.read_log(run.dir))
+steps = pd.DataFrame(lib.train_runs.read_log(run.dir))
 fig = lib.plots.plot_loss_lr(steps, f"{cfg.mode} ({metrics['quantization']}), {RECIPE}")
 lib.plots.save_figure(fig, "03_loss_lr")
 display(steps[["step", "loss", "lr", "step_time_s", "data_wait_s", "tokens_per_s"]].tail())

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib import assets, longvu, train
+from lib import assets, longvu, train, train_runs
 from lib import pseudo_video as pv
 from lib.config import TrainConfig
 from lib.eval_cli import main as tvbench_main
@@ -112,7 +112,7 @@ def test_truncated_answers_loss_over_survivors(short_ckpt, tmp_path, capsys):
     # the dropped sample adds nothing: same loss and gradient as the step without it
     b = train.train(_cfg(short_ckpt, tmp_path / "b", global_batch=3),
                     dataset=Padded(["intact", "intact", "cut"]))
-    (ref,) = train.read_log(tmp_path / "b")
+    (ref,) = train_runs.read_log(tmp_path / "b")
     assert ref["loss"] == pytest.approx(rec["loss"], rel=1e-5)
     assert ref["grad_norm"] == pytest.approx(rec["grad_norm"], rel=1e-4)
     assert b["answer_dropped_samples"] == 0 and b["answer_cut_samples"] == 1

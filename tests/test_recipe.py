@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from lib import recipes, train
+from lib import recipes, train, train_runs
 from lib.config import TrainConfig, add_train_arguments
 from lib.longvu import load
 from tests.longvu_helpers import tiny_ckpt
@@ -103,7 +103,7 @@ def test_one_step_with_warmup_is_lr_zero(ckpt, tmp_path, recipe, mode):
         model=str(ckpt), out=str(tmp_path / "run"), max_steps=1, global_batch=2, mode=mode,
         lora_r=4, seed=0, save_steps=100), str(ckpt)))
     metrics, model = train.run_training(cfg, dataset=ToyVideos(n=4))
-    assert train.read_log(cfg.out)[0]["lr"] == 0.0
+    assert train_runs.read_log(cfg.out)[0]["lr"] == 0.0
     moved = _trainable_moved(ckpt, model) if mode == "full" else {
         n: not torch.equal(p, start) for (n, p), start in zip(
             ((n, p.detach()) for n, p in model.connector.named_parameters()),
@@ -179,3 +179,10 @@ def test_eval_folder_refuses_another_dtype_or_drop_threshold(ckpt, smoke_assets,
     assert "dtype: 'torch.float32' in the folder" in capsys.readouterr().err
     assert eval_cli.main([*base, "--drop-threshold", "0.5"]) != 0
     assert "drop_threshold: 0.8 in the folder, 0.5 in this run" in capsys.readouterr().err
+
+
+def test_train_config_defaults_are_the_ours_recipe():
+    # a TrainConfig built in code (lib.demo_stages) trains as `--recipe ours` does
+    default = TrainConfig(model="m", out="o")
+    assert {k: getattr(default, k) for k in recipes.TRAIN_FIELDS} == \
+        recipes.get("ours").train_fields(None)

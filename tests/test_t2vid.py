@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lib import ablations as abl
-from lib import config, paths, pipeline, runs, t2vid, train
+from lib import config, paths, pipeline, runs, t2vid, train, train_runs
 from lib import pseudo_video as pv
 
 LONG = ("a man in a red shirt and a black hat is riding a brown horse across a grassy field next "
@@ -167,13 +167,13 @@ def test_train_config_source(tmp_path):
     assert config.TrainConfig.from_args(a).source == "t2vid"
     with pytest.raises(SystemExit):
         ap.parse_args(["--model", "m", "--coco", "c", "--out", "o", "--source", "video"])
-    assert "source" in train.RESUME_KEYS
+    assert "source" in train_runs.RESUME_KEYS
     # a config.json from before the field existed resumes as coco, and only as coco
-    old = {k: getattr(cfg, k) for k in train.RESUME_KEYS if k != "source"}
+    old = {k: getattr(cfg, k) for k in train_runs.RESUME_KEYS if k != "source"}
     (tmp_path / "config.json").write_text(json.dumps(old))
-    train._check_resume_config(tmp_path, config.TrainConfig(**{**old, "out": str(tmp_path)}))
+    train_runs.check_resume_config(tmp_path, config.TrainConfig(**{**old, "out": str(tmp_path)}))
     with pytest.raises(ValueError, match="source"):
-        train._check_resume_config(tmp_path, cfg)
+        train_runs.check_resume_config(tmp_path, cfg)
 
 
 def test_result_row_records_source():

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib import adapters, assets, coco, paths, train
+from lib import adapters, assets, coco, paths, train, train_runs
 from lib.config import TrainConfig, add_train_arguments
 from tests.longvu_helpers import tiny_ckpt
 
@@ -115,7 +115,7 @@ def test_kill_resume_identical_and_adapter_reload(ckpt, tmp_path):
     from lib.longvu import load
     data = ToyVideos()
     ref, model = train.run_training(_cfg(ckpt, tmp_path / "ref"), dataset=data)
-    ref_log = train.read_log(tmp_path / "ref")
+    ref_log = train_runs.read_log(tmp_path / "ref")
     assert [r["step"] for r in ref_log] == [1, 2, 3, 4]
     assert ref["quantization"] == "nf4" and ref["steps"] == 4
     assert ref_log[0]["lr"] == 0.0  # warm-up starts from 0 (paper checklist 32)
@@ -146,7 +146,7 @@ def test_kill_resume_identical_and_adapter_reload(ckpt, tmp_path):
     resumed = train.train(_cfg(ckpt, run), dataset=data, resume=True)
     assert not (run / "checkpoints" / "checkpoint-3").exists()
     assert resumed["resumed_from"].endswith("checkpoint-2")
-    log = train.read_log(run)
+    log = train_runs.read_log(run)
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     assert [r["loss"] for r in log] == [r["loss"] for r in ref_log]
     assert [r["lr"] for r in log] == [r["lr"] for r in ref_log]
@@ -196,8 +196,8 @@ def test_full_mode_resume_and_standalone_checkpoint(ckpt, tmp_path):
     with pytest.raises(RuntimeError, match="simulated kill"):
         train.train(_cfg(ckpt, run, **kw), dataset=data, fail_at_step=1)
     train.train(_cfg(ckpt, run, **kw), dataset=data, resume=True)
-    assert [r["loss"] for r in train.read_log(run)] == \
-        [r["loss"] for r in train.read_log(tmp_path / "ref")]
+    assert [r["loss"] for r in train_runs.read_log(run)] == \
+        [r["loss"] for r in train_runs.read_log(tmp_path / "ref")]
 
 
 def test_epochs_redraw_and_bad_samples_counted(ckpt, tmp_path):
