@@ -19,16 +19,9 @@ import pytest
 
 from lib import config, evaluate, metrics, models, paths, predictions, tvbench, video
 from lib.video import write_video
+from tests.cli_helpers import tvbench_cli as _cli
 
 PY = sys.executable
-
-
-def _cli(*args, check=True, timeout=300):
-    out = subprocess.run([PY, "-m", "lib.tvbench", *map(str, args)], capture_output=True,
-                         text=True, cwd=paths.ROOT, timeout=timeout)
-    if check:
-        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    return out
 
 
 def _ramp(n: int, size: int = 32) -> np.ndarray:

@@ -10,28 +10,18 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import av
 import pytest
 
 from lib import metrics, paths, predictions, tvbench, video
+from tests.cli_helpers import tvbench_cli as _cli
 
-PY = sys.executable
 REAL = paths.ROOT / "tests" / "fixtures" / "real_tvbench_excerpt"
 MANIFEST = json.loads((REAL / "manifest.json").read_text())
 ANNOTATED = ("action_count", "action_localization", "action_sequence", "moving_direction")
 OVERRUN = {"3J9L5.mp4", "5I5E5.mp4"}  # action_localization windows past the render's end
-
-
-def _cli(*args, check=True, timeout=600):
-    out = subprocess.run([PY, "-m", "lib.tvbench", *map(str, args)], capture_output=True,
-                         text=True, cwd=paths.ROOT, timeout=timeout)
-    if check:
-        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    return out
 
 
 def _entries() -> list[tuple[str, dict]]:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, StoppingCriteria
+from transformers import DynamicCache, LogitsProcessor, StoppingCriteria
 
 from . import prompts
 
@@ -104,21 +104,11 @@ def generate_batch(model: LongVU, visuals: Sequence, prompt_texts: Sequence,
         with model._timed("decoder"):
             return [clean_text(model.tokenizer, model.generate_ids(e, max_new_tokens, stop), stop)
                     for e in rows]
-    eos = model._eos_ids()
     crit = StopStrings(model.tokenizer, stop) if stop and model.tokenizer is not None else None
-    kwargs = {}
-    limit = model._vocab_limit()
-    if limit is not None:
-        kwargs["logits_processor"] = LogitsProcessorList([SuppressIds(limit)])
-    if crit is not None:
-        kwargs["stopping_criteria"] = [crit]
     with model._timed("decoder"):
         e, mask = pad_rows(rows, left=True)
-        out = model.decoder.generate(
-            inputs_embeds=e, attention_mask=mask, max_new_tokens=max_new_tokens,
-            do_sample=False, temperature=None, top_p=None, top_k=None, use_cache=True,
-            eos_token_id=eos or None, pad_token_id=eos[0] if eos else 0, **kwargs)
-    return [clean_text(model.tokenizer, cut_at_stop(row, eos, crit), stop)
+        out = model.generate_ids(e, max_new_tokens, stop, attention_mask=mask)
+    return [clean_text(model.tokenizer, cut_at_stop(row, model._eos_ids(), crit), stop)
             for row in out.tolist()]
 
 

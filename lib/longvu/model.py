@@ -314,8 +314,10 @@ class LongVU(nn.Module):
 
     @torch.no_grad()
     def generate_ids(self, inputs_embeds: torch.Tensor, max_new_tokens: int = 5,
-                     stop: list[str] | None = None) -> list[int]:
-        """Greedy decoding from (L, H) embeddings; returns the new ids (EOS included if hit)."""
+                     stop: list[str] | None = None, attention_mask: torch.Tensor | None = None
+                     ) -> list[int] | torch.Tensor:
+        """Greedy decoding from (L, H) embeddings: the new ids (EOS included if hit). Given a
+        left-padded (B, L, H) batch and its attention mask: the (B, new) ids tensor."""
         eos = self._eos_ids()
         kwargs = {}
         limit = self._vocab_limit()
@@ -323,14 +325,15 @@ class LongVU(nn.Module):
             kwargs["logits_processor"] = LogitsProcessorList([SuppressIds(limit)])
         if stop and self.tokenizer is not None:
             kwargs["stopping_criteria"] = [StopStrings(self.tokenizer, stop)]
-        e = inputs_embeds[None]
+        e = inputs_embeds if attention_mask is not None else inputs_embeds[None]
+        mask = attention_mask if attention_mask is not None else torch.ones(
+            e.shape[:2], dtype=torch.long, device=e.device)
         out = self.decoder.generate(
-            inputs_embeds=e, attention_mask=torch.ones(e.shape[:2], dtype=torch.long,
-                                                       device=e.device),
+            inputs_embeds=e, attention_mask=mask,
             max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
             top_k=None, use_cache=True, eos_token_id=eos or None,
             pad_token_id=eos[0] if eos else 0, **kwargs)
-        return out[0].tolist()
+        return out if attention_mask is not None else out[0].tolist()
 
     @torch.no_grad()
     def generate(self, frames, prompt_text, max_new_tokens: int = 5, stop: list[str] | None = None
@@ -339,12 +342,8 @@ class LongVU(nn.Module):
         original eval: skip special tokens, strip, drop a trailing stop string."""
         stop = stop if stop is not None else [prompts.STOP[self.template]]
         embeds, _ = self.embed_one(self._prompt_ids(prompt_text), self._visual(frames))
-        ids = self.generate_ids(embeds, max_new_tokens, stop)
-        text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-        for s in stop:
-            if text.endswith(s):
-                text = text[: -len(s)].strip()
-        return text
+        return batched.clean_text(self.tokenizer, self.generate_ids(embeds, max_new_tokens, stop),
+                                  stop)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.base_decoder.lm_head(hidden).float()
