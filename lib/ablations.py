@@ -6,7 +6,7 @@ model x condition x scorer, written by lib.results.record from notebooks 01 and 
 run_name, params JSON) and ``tvbench_effects.csv`` (notebook 04's ordering-task comparisons).
 Evaluation rows are tied to sweep rows by the run name inside their ``run_dir``
 (``outputs/<notebook>/<RUN_NAME>/eval/...``). Figures of these tables are ``lib.plots``'s, the
-Markdown/LaTeX writers ``lib.tables``'s.
+Markdown/LaTeX writers ``lib.tables``'s, the comparisons with the paper ``lib.vs_paper``'s.
 
 Sweep rows may carry two metadata keys that no notebook declares: ``paper_row`` (the paper's
 row this one reproduces or scales, a key of lib.paper; Table 3/4 keys joined by " | ") and
@@ -27,6 +27,7 @@ import pandas as pd
 from lib import paper
 from lib.metrics import SCORINGS
 from lib.tables import paper_frame, task_columns, write_table
+from lib.vs_paper import beside_paper, caption, compare, paper_key, profile_of
 
 TABLES = ("tvbench", "finetune", "sweeps", "tvbench_effects")
 AXES = {"paper-table6": "F", "paper-table7": "S", "paper-table8": "N", "demo-seeds": "SEED",
@@ -77,7 +78,8 @@ def run_name_of(run_dir: str, label: str = "") -> str:
 
 
 def evaluations(tv: pd.DataFrame) -> pd.DataFrame:
-    """tvbench.csv with parsed columns: notebook, run_name, model_label, llm, cond, seed."""
+    """tvbench.csv with parsed columns: notebook, run_name, model_label, llm, cond, seed and
+    profile (``lib.vs_paper.profile_of``: demo/smoke rows are tiny models on MiniTVBench)."""
     if tv.empty:
         return tv
     need = {"label", "group", "run_dir", "micro"} - set(tv.columns)
@@ -93,6 +95,8 @@ def evaluations(tv: pd.DataFrame) -> pd.DataFrame:
     df["seed"] = [int(c.split("@")[1]) if "@" in c else np.nan for c in cond_part]
     df["scoring"] = [str(g).partition("/")[2] for g in df["group"]]
     df["llm"] = [infer_llm(m) for m in df.get("model", df["label"]).astype(str)]
+    df["profile"] = [profile_of(m, d) for m, d in zip(df.get("model", df["label"]).astype(str),
+                                                      df.get("data", pd.Series("", df.index)))]
     for c in ["micro", "micro_lo", "micro_hi", "macro", "chance_micro"] + task_columns(df):
         df[c] = pd.to_numeric(df[c], errors="coerce")
     return df
@@ -140,7 +144,8 @@ def sweep_results(sweeps: pd.DataFrame, ev: pd.DataFrame, preferred: str | None 
     params = pd.DataFrame([json.loads(p) if isinstance(p, str) and p else {}
                            for p in sweeps["params"]], index=sweeps.index)
     sw = pd.concat([sweeps[["sweep", "profile", "row", "run_name"]], params], axis=1)
-    out = sw.merge(normal_rows(ev, preferred), on="run_name", how="inner")
+    evals = normal_rows(ev, preferred).drop(columns="profile", errors="ignore")  # sweeps.csv's
+    out = sw.merge(evals, on="run_name", how="inner")
     out["is_base"] = out["model_label"].astype(str).str.startswith("base")
     if finetune is not None and not finetune.empty and "run" in finetune.columns:
         keep = [c for c in ("run", "last_loss", "heldout_base", "heldout_tuned", "steps")
@@ -178,36 +183,9 @@ def accuracy_table(rows: pd.DataFrame, tasks: Sequence[str], index: str | list[s
     return df
 
 
-def paper_key(table: str, paper_row: str) -> tuple | str:
-    """A sweep row's ``paper_row`` string as a key of lib.paper.TABLES[table]."""
-    key = tuple(s.strip() for s in paper_row.split(" | ")) if " | " in paper_row else paper_row
-    if key not in paper.TABLES[str(table)]:
-        raise KeyError(f"paper_row {paper_row!r} is not a row of the paper's Table {table} "
-                       f"(lib/paper.py); known: {list(paper.TABLES[str(table)])}")
-    return key
-
-
 def table_number(sweep: str) -> str | None:
     m = re.fullmatch(r"paper-table(\d)", str(sweep))
     return m.group(1) if m else None
-
-
-def beside_paper(ours: pd.DataFrame, table: str) -> pd.DataFrame:
-    """Ours and the paper's numbers interleaved: index (paper row, source), columns tasks + Avg.
-
-    ``ours`` is indexed by ``paper_row`` strings; its columns may be a subset of the paper's
-    (MiniTVBench has six tasks), the rest stay empty."""
-    ref = paper_frame(table)
-    lines = {}
-    for pr, r in ours.iterrows():
-        key = paper_key(table, pr)
-        name = " | ".join(key) if isinstance(key, tuple) else key
-        lines[(name, "paper")] = ref.loc[key].to_dict()
-        lines[(name, "ours")] = {c: r.get(c, np.nan) for c in paper.COLUMNS}
-    df = pd.DataFrame.from_dict(lines, orient="index", columns=paper.COLUMNS)
-    if len(df):
-        df.index = pd.MultiIndex.from_tuples(df.index, names=["paper row", "source"])
-    return df
 
 
 def ours_for_paper(res: pd.DataFrame, table: str) -> pd.DataFrame:
@@ -252,9 +230,13 @@ def _is_key(table: str, pr: str) -> bool:
         return False
 
 
-def table3_ours(ev: pd.DataFrame, preferred: str | None = None) -> pd.DataFrame:
+def table3_ours(ev: pd.DataFrame, preferred: str | None = None,
+                profile: str | None = None) -> pd.DataFrame:
     """Notebook 01's rows (image-/video-trained) shaped like the paper's Table 3 rows, indexed
-    "training | LLM | condition" (the latest run per key)."""
+    by the paper's key "training | LLM | condition" (the latest run per key); ``profile``
+    keeps that profile's rows only (``lib.vs_paper.compare`` then labels them)."""
+    if not ev.empty and profile is not None:
+        ev = ev[ev["profile"] == profile]
     rows = normal_rows(ev[ev["notebook"] == "01"], preferred) if not ev.empty else ev
     out = {}
     for _, r in rows.iterrows():
@@ -376,6 +358,13 @@ class SweepReport:
     def title(self) -> str:
         return f"{self.sweep} ({self.profile})"
 
+    @property
+    def vs_paper(self) -> pd.DataFrame:
+        """``beside`` for full; for demo/smoke its directions of effects (``lib.vs_paper``)."""
+        if self.beside.empty:
+            return self.beside
+        return compare(self.beside.xs("ours", level="source"), str(self.number), self.profile)
+
 
 def sweep_reports(res: pd.DataFrame, tasks: Sequence[str]) -> list[SweepReport]:
     """A ``SweepReport`` per (sweep, profile) of ``sweep_results``, in sorted order."""
@@ -399,8 +388,8 @@ def write_sweep_tables(rep: SweepReport, out_dir: Path | str) -> list[Path]:
     """The sweep's table and, when it has one, its beside-the-paper table (.md and .tex)."""
     written = write_table(rep.table, out_dir, rep.name, rep.title)
     if not rep.beside.empty:
-        written += write_table(rep.beside, out_dir, f"{rep.name}_vs_paper",
-                               f"{rep.title} beside the paper's Table {rep.number}")
+        written += write_table(rep.vs_paper, out_dir, f"{rep.name}_vs_paper",
+                               caption(str(rep.number), rep.profile, rep.title))
     return written
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from lib import paths, tables
+from lib import paths, tables, vs_paper
 
 if TYPE_CHECKING:  # type hints only
     from lib.ablations import SweepReport
@@ -151,9 +151,11 @@ def plot_normal_vs_shuffled(rows: pd.DataFrame, names: Sequence[str], title: str
 
 
 def plot_ablation(abl: pd.DataFrame, axis: str, tasks: Sequence[str], title: str = "",
-                  paper_curve: pd.DataFrame | None = None) -> Figure:
+                  paper_curve: pd.DataFrame | None = None,
+                  paper_title: str = "paper (Llama3.2-3B, TVBench)") -> Figure:
     """Accuracy against the swept parameter: one panel per task plus the average (with CI
-    band), one line per series; the paper's average beside it when given (x, series, Avg)."""
+    band), one line per series; the paper's average beside it when given (x, series, Avg),
+    titled ``paper_title``."""
     panels = ["Avg"] + list(tasks) + (["paper Avg"] if paper_curve is not None else [])
     ncol = min(4, len(panels))
     nrow = int(np.ceil(len(panels) / ncol))
@@ -163,7 +165,7 @@ def plot_ablation(abl: pd.DataFrame, axis: str, tasks: Sequence[str], title: str
         if panel == "paper Avg":
             for s, g in paper_curve.groupby("series", sort=False):
                 ax.plot(g["x"], g["Avg"], marker="o", label=s)
-            ax.set(title="paper (Llama3.2-3B, TVBench)", xlabel=axis, ylabel="Avg (%)")
+            ax.set(title=paper_title, xlabel=axis, ylabel="Avg (%)")
             ax.set_xscale("log" if axis == "N" else "linear")
             ax.legend(fontsize=6)
             continue
@@ -205,6 +207,36 @@ def plot_vs_paper(beside: pd.DataFrame, title: str = "") -> Figure:
     return fig
 
 
+def plot_directions(dirs: pd.DataFrame, title: str = "") -> Figure:
+    """Directions of effects (``lib.vs_paper.directions``): one panel per paper model, per
+    comparison the paper's signed change in the average beside ours. Only the signs compare:
+    ours are a tiny demo model's on MiniTVBench, so each tick names both directions."""
+    models = list(dict.fromkeys(dirs.index.get_level_values(0)))
+    heights = [dirs.xs(m, level=0).shape[0] for m in models]
+    fig, axes = plt.subplots(len(models), 1, squeeze=False, gridspec_kw={"height_ratios": heights},
+                             figsize=(7.5, 0.75 * sum(heights) + 1.5 * len(models)))
+    for ax, model in zip(axes[:, 0], models):
+        d = dirs.xs(model, level=0)
+        y = np.arange(len(d))
+        ax.barh(y - 0.2, d["paper diff"], 0.4, color="C0", label=model)
+        ax.barh(y + 0.2, d["ours diff"], 0.4, color="C3", label=d["ours model"].iloc[0])
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(y, [f"{c}\n(paper {p}, ours {o})" for c, p, o in
+                          zip(d.index, d["paper direction"], d["ours direction"])], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("change in the average (points); compare signs, not sizes", fontsize=8)
+        ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_comparison(frame: pd.DataFrame, profile: str, title: str = "") -> Figure:
+    """A ``lib.vs_paper.compare`` frame: per-task points (full), directions (demo, smoke)."""
+    return (plot_directions(frame, title) if vs_paper.is_tiny(profile)
+            else plot_vs_paper(frame, title))
+
+
 def plot_effects(table: pd.DataFrame, title: str) -> Figure:
     """Differences with 95% CIs, one panel row per run; zero marked."""
     labels = [f"{r} | {c}" for r, c in zip(table["run"], table["comparison"])]
@@ -224,12 +256,16 @@ def save_sweep_figures(rep: SweepReport, tasks: Sequence[str]) -> list[Path]:
     """Notebook 05's figures of one ``lib.ablations.SweepReport``: accuracy against the swept
     parameter (when it takes two values or more) and ours against the paper's rows."""
     written = []
+    tiny = vs_paper.is_tiny(rep.profile)  # a tiny model on MiniTVBench: no real model's name
     if rep.axis is not None and rep.curve["x"].nunique() > 1:
-        fig = plot_ablation(rep.curve, rep.axis, tasks, f"{rep.title}: accuracy vs {rep.axis}",
-                            rep.paper_curve)
+        fig = plot_ablation(rep.curve, rep.axis, tasks, f"{rep.title}: "
+                            f"{vs_paper.TINY + ', ' if tiny else ''}accuracy vs {rep.axis}",
+                            rep.paper_curve, vs_paper.paper_label(vs_paper.ABLATION_LLM)
+                            + ("\n(compare directions only)" if tiny else ""))
         written += save_figure(fig, f"05_ablation_{rep.name}")
     if not rep.beside.empty:
-        fig = plot_vs_paper(rep.beside, f"Table {rep.number} ({rep.profile}): ours vs paper")
+        fig = plot_comparison(rep.vs_paper, rep.profile, f"Table {rep.number} ({rep.profile}): "
+                              + ("directions of effects" if tiny else "ours vs paper"))
         written += save_figure(fig, f"05_vs_paper_{rep.name}")
     return written
 
