@@ -33,18 +33,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from lib import assets, longvu, paths
 from lib.coco import CaptionIndex
-from lib.demo_stages import CAPTION_PROMPT, MC_QUESTION, ImageStageDataset
+from lib.demo_stages import CAPTION_PROMPT, MC_QUESTION, SHIPPED, ImageStageDataset
 from lib.longvu import prompts
 from lib.longvu.tiny import build_tiny, build_vocab_tokenizer
 from lib.train import Collator, SampleBuilder, pad_id
 from lib.tvbench import LETTERS
 
-# Where `make demo-pretrain` writes the start. Not yet shipped or used by `make demo`: no build
-# on this machine has reached the 80% held-out image multiple-choice bar (docs/demo.md).
-DEFAULT_OUT = paths.ROOT / "assets" / "demo_start" / "qwen"
+DEFAULT_OUT = SHIPPED[("demo", "qwen")]  # where `make demo-pretrain` writes the shipped start
 TEXT_QUESTION = "Which caption describes the same scene as the description?"
 ORDER_QUESTION = "Which option tells the scenes of the story in the right order?"
 
@@ -54,6 +54,9 @@ class PretrainConfig:
     seed: int = 0
     width: int = 128
     layers: int = 3
+    tower_steps: int = 600
+    tower_batch: int = 128
+    tower_lr: float = 1e-3
     text_steps: int = 400
     image_steps: int = 250
     batch: int = 16
@@ -156,6 +159,92 @@ def _lr(base: float, step: int, steps: int) -> float:
     if step < warm:
         return base * (step + 1) / warm
     return base * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+
+
+class CaptionTower(nn.Module):
+    """The text side of the tower stage: a 2-layer encoder over the demo tokenizer's ids, mean
+    pooled. It exists only to train the image towers and is not saved."""
+
+    def __init__(self, vocab: int, width: int = 64, max_len: int = 96):
+        super().__init__()
+        self.embed, self.pos = nn.Embedding(vocab, width), nn.Embedding(max_len, width)
+        layer = nn.TransformerEncoderLayer(width, 4, 2 * width, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids) + self.pos(torch.arange(ids.shape[1]))[None]
+        x = self.encoder(x, src_key_padding_mask=mask == 0)
+        m = mask[..., None].float()
+        return (x * m).sum(1) / m.sum(1)
+
+
+def _tower_inputs(model, index: CaptionIndex) -> tuple[torch.Tensor, torch.Tensor]:
+    data = ImageStageDataset(index, 1, mc_fraction=0.0)
+    vis = [model.preprocess(data._image(i), "image") for i in index.image_ids]
+    return torch.cat([v["siglip"] for v in vis]), torch.cat([v["dino"] for v in vis])
+
+
+def _pooled(model, siglip_px: torch.Tensor, dino_px: torch.Tensor) -> list[torch.Tensor]:
+    """Mean of each tower's patch features, the layers the connector reads (with gradients,
+    unlike ``Towers.encode_*``)."""
+    t = model.towers
+    s = t.siglip(siglip_px, output_hidden_states=True).hidden_states[-1]
+    return [s.mean(1), t.dino(dino_px).last_hidden_state[:, 1:].mean(1)]
+
+
+def _sigmoid_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor,
+                  bias: torch.Tensor) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss (Zhai et al. 2023): matching pairs +1, all others -1."""
+    logits = F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T * scale.exp() + bias
+    sign = 2 * torch.eye(len(img)) - 1
+    return -F.logsigmoid(sign * logits).sum() / len(img)
+
+
+def train_towers(model, index: CaptionIndex, cfg: PretrainConfig) -> tuple[list[dict], nn.Module]:
+    """Tower stage: the toy counterpart of SigLIP/DINOv2 pretraining. Both random towers learn,
+    contrastively against a small caption encoder, features that tell shapes-COCO scenes apart;
+    afterwards they are frozen again as in LongVU. Returns the log and a retrieval scorer."""
+    rng = random.Random(cfg.seed * 1000 + 3)
+    siglip_px, dino_px = _tower_inputs(model, index)
+    tok, width = model.tokenizer, 64
+    text = CaptionTower(len(tok), width)
+    heads = nn.ModuleList([nn.Linear(w, width) for w in model.towers.widths])
+    scale, bias = nn.Parameter(torch.tensor(math.log(10.0))), nn.Parameter(torch.tensor(-10.0))
+    towers = [model.towers.siglip, model.towers.dino]
+    for t in towers:
+        t.requires_grad_(True)
+    params = [p for m in (*towers, text, heads) for p in m.parameters()] + [scale, bias]
+    opt = torch.optim.AdamW(params, lr=cfg.tower_lr, weight_decay=0.01)
+    log: list[dict] = []
+
+    def embed_text(caps: list[str]) -> torch.Tensor:
+        enc = tok(caps, add_special_tokens=False, padding=True, return_tensors="pt")
+        return text(enc["input_ids"], enc["attention_mask"])
+
+    for s in range(cfg.tower_steps):
+        idx = rng.sample(range(len(index.image_ids)), min(cfg.tower_batch, len(index.image_ids)))
+        caps = embed_text([rng.choice(index.captions[index.image_ids[i]]) for i in idx])
+        feats = _pooled(model, siglip_px[idx], dino_px[idx])
+        loss = sum(_sigmoid_loss(h(f), caps, scale, bias) for h, f in zip(heads, feats))
+        _step(opt, params, loss, log, _lr(cfg.tower_lr, s, cfg.tower_steps))
+    for t in towers:
+        t.requires_grad_(False)
+
+    @torch.no_grad()
+    def retrieval(val: CaptionIndex, n: int, options: int = 4, seed: int = 7) -> dict:
+        """Held-out caption -> image choice among ``options`` images, in percent."""
+        sp, dp = _tower_inputs(model, val)
+        img = sum(F.normalize(h(f), dim=-1) for h, f in zip(heads, _pooled(model, sp, dp)))
+        txt = F.normalize(embed_text([val.captions[i][0] for i in val.image_ids]), dim=-1)
+        r, hits = random.Random(seed), 0
+        n = min(n, len(val.image_ids))
+        for i in range(n):
+            cands = [i] + r.sample([j for j in range(len(val.image_ids)) if j != i], options - 1)
+            hits += int(torch.argmax(txt[i] @ img[cands].T) == 0)
+        return {"n": n, "options": options, "caption_to_image": 100 * hits / n,
+                "chance": 100 / options}
+
+    return log, retrieval
 
 
 def train_text(model, index: CaptionIndex, cfg: PretrainConfig) -> list[dict]:
@@ -281,6 +370,9 @@ def build(coco_root: Path | str, out: Path | str, cfg: PretrainConfig,
     tok = build_vocab_tokenizer("qwen", corpus(train_idx))
     model = build_tiny("qwen", "image", "demo", cfg.seed, tokenizer=tok, width=cfg.width,
                        layers=cfg.layers)
+    tower_log, retrieval = train_towers(model, train_idx, cfg)
+    tower_acc = retrieval(val_idx, cfg.eval_n)
+    print(f"tower stage: {json.dumps(tower_acc)}", file=sys.stderr, flush=True)
     text_log = train_text(model, train_idx, cfg)
     text_acc = {t: text_accuracy(model, val_idx, cfg.eval_n, cfg.options, task=t)
                 for t in ("match", "order")}
@@ -293,6 +385,9 @@ def build(coco_root: Path | str, out: Path | str, cfg: PretrainConfig,
         "command": command, "config": asdict(cfg), "tokenizer_size": len(tok),
         "data": {"coco": paths.relative(Path(coco_root)),
                  "captions_sha256": data_sha256(Path(coco_root))},
+        "tower_stage": {"steps": len(tower_log),
+                        "untrained_steps": sum(not r["trained"] for r in tower_log),
+                        "loss_curve": _curve(tower_log), "heldout_retrieval": tower_acc},
         "text_stage": {"steps": len(text_log),
                        "untrained_steps": sum(not r["trained"] for r in text_log),
                        "loss_curve": _curve(text_log), "heldout_text_mc": text_acc},

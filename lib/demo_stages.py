@@ -93,8 +93,12 @@ class ImageStageDataset(tud.Dataset):
         if rng.random() >= self.mc_fraction:
             return {**item, "question_type": "caption",
                     "prompt": "<image>\n" + CAPTION_PROMPT, "target": caption}
+        # Distractors in the same wording (shapes-COCO's k-th caption of every image uses its
+        # k-th template): the options differ in what they say, not in how they say it.
+        w = self.index.captions[image_id].index(caption)
         others = [j for j in rng.sample(ids, self.num_options + 1) if j != image_id]
-        options = [rng.choice(self.index.captions[j]) for j in others[:self.num_options - 1]]
+        options = [self.index.captions[j][w % len(self.index.captions[j])]
+                   for j in others[:self.num_options - 1]]
         k = rng.randrange(self.num_options)
         options.insert(k, caption)
         return {**item, "question_type": "image_mc", "prompt": _mc(MC_QUESTION, options),
@@ -174,6 +178,14 @@ STAGE_STEPS = {
 STAGE_LR = {"image": 2e-3, "video": 1e-3}
 
 
+# The demo's Qwen-shaped image-stage start is built once, offline, by `make demo-pretrain`
+# (lib.demo_pretrain: tower, language and image stages) and shipped in the repository, the toy
+# counterpart of downloading LongVU_Qwen2_7B_img; every seed starts from it, as every paper run
+# starts from the one released checkpoint. Smoke and the Llama-shaped demo train their short
+# image stage here from a random model.
+SHIPPED = {("demo", "qwen"): paths.ROOT / "assets" / "demo_start" / "qwen"}
+
+
 def checkpoint(profile: str, backbone: str = "qwen", stage: str = "image", seed: int = 0,
                coco_root: Path | str | None = None) -> Path:
     """The demo's tiny ``stage``-trained checkpoint for a profile, trained on first use.
@@ -186,6 +198,12 @@ def checkpoint(profile: str, backbone: str = "qwen", stage: str = "image", seed:
                          "the official LongVU checkpoints")
     if stage not in ("image", "video"):
         raise ValueError(f"stage must be 'image' or 'video', got {stage!r}")
+    shipped = SHIPPED.get((profile, backbone))
+    if stage == "image" and shipped is not None:
+        if not (shipped / "config.json").is_file():
+            raise FileNotFoundError(f"{shipped}: the demo's pretrained start is missing; rebuild "
+                                    "it with `make demo-pretrain` (docs/demo.md)")
+        return shipped
     root = paths.data_dir() / "models" / profile
     out = root / f"{backbone}_{stage}_trained_s{seed}"
     if (out / "config.json").exists() and (out / "model.safetensors").exists():

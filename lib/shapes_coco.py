@@ -1,6 +1,6 @@
 """shapes-COCO: procedurally drawn captioned images in COCO's layout, from a seed.
 
-Each scene is a background plus 1-3 shapes with colour, size and position, saved as a JPEG in
+Each scene is a background plus 1-3 shapes (1 in the demo profile) with colour, size and position, saved as a JPEG in
 COCO's layout (``annotations/captions_{train,val}2017.json``, ``train2017/``, ``val2017/``) with
 5 differently worded captions that all name every attribute, so a caption identifies its image.
 The drawing vocabulary is shared with ``lib.minitvbench``. Built by ``lib.assets`` (notebook 00)
@@ -138,23 +138,26 @@ def captions(scene: Scene, rng: random.Random) -> list[str]:
     bg = scene.background
 
     def phrase(o: Shape, style: int) -> str:
+        a = _article(o.colour)
         if style == 0:
-            return f"{_article(o.size)} {o.size} {o.colour} {o.shape} {_at(o.position)}"
+            return f"{a} {o.colour} {o.shape} of {o.size} size {_at(o.position)}"
         if style == 1:
-            return f"{_article(o.colour)} {o.colour} {o.shape} of {o.size} size {_at(o.position)}"
-        return f"{_article(o.size)} {o.size} {o.shape} in {o.colour} {_at(o.position)}"
+            return f"{a} {o.colour} {o.shape}, {o.size}, {_at(o.position)}"
+        return f"{a} {o.colour} {o.shape} in {o.size} size {_at(o.position)}"
 
     shuffled = objs[:]
     rng.shuffle(shuffled)
+    # Every wording opens with an object, colour first, as COCO's captions open with their
+    # subject ("A man riding a horse ..."): when two captions are listed in different orders,
+    # the first word that tells them apart is something a model can see, not template words.
     caps = [
-        f"A picture of {_join([phrase(o, 0) for o in objs])} on {_article(bg)} {bg} background.",
-        f"{_article(bg).capitalize()} {bg} background with {_join([phrase(o, 1) for o in shuffled])}.",
-        f"There is {_join([phrase(o, 2) for o in objs])}, all against {bg}.",
-        f"On {_article(bg)} {bg} backdrop we see {_join([phrase(o, 0) for o in shuffled])}.",
-        f"{_join([phrase(o, 1) for o in objs])[0].upper()}{_join([phrase(o, 1) for o in objs])[1:]}"
-        f" shown over a plain {bg} backdrop.",
+        f"{_join([phrase(o, 0) for o in objs])} on {_article(bg)} {bg} background.",
+        f"{_join([phrase(o, 1) for o in shuffled])} against {_article(bg)} {bg} background.",
+        f"{_join([phrase(o, 2) for o in objs])}, all against {bg}.",
+        f"{_join([phrase(o, 0) for o in shuffled])} in front of {_article(bg)} {bg} backdrop.",
+        f"{_join([phrase(o, 1) for o in objs])} shown over a plain {bg} backdrop.",
     ]
-    return caps
+    return [c[0].upper() + c[1:] for c in caps]
 
 
 def short_caption(scene: Scene) -> str:
@@ -167,8 +170,8 @@ def short_caption(scene: Scene) -> str:
 # shapes-COCO
 
 
-def build_shapes_coco(out: Path, train_images: int, val_images: int, seed: int, version: int
-                      ) -> dict:
+def build_shapes_coco(out: Path, train_images: int, val_images: int, seed: int, version: int,
+                      max_objects: int = 3) -> dict:
     """Write shapes-COCO under ``out`` in COCO's layout; returns counts per split."""
     rng = random.Random(seed)
     seen: set[tuple] = set()
@@ -180,7 +183,7 @@ def build_shapes_coco(out: Path, train_images: int, val_images: int, seed: int, 
         img_dir.mkdir(parents=True, exist_ok=True)
         images, anns = [], []
         while len(images) < n:
-            scene = random_scene(rng)
+            scene = random_scene(rng, max_objects)
             if scene.key() in seen:
                 continue
             seen.add(scene.key())

@@ -60,6 +60,7 @@ STEPS = 20  # optimizer steps (the paper: 3,125)
 RECIPE = "ours"  # ours: one-GPU QLoRA defaults | paper: the fork's settings (lib.recipes)
 # None below: the recipe's value
 GLOBAL_BATCH = None  # samples per optimizer step (both recipes: 64)
+MICRO_BATCH = 1  # samples per forward pass; GLOBAL_BATCH / MICRO_BATCH accumulation steps
 LR = None  # ours: 1e-4 for qlora/lora, 5e-6 for full; paper: 5e-6
 MODE = None  # qlora | lora | full (ours: qlora; paper: full)
 QUESTION_MODE = None  # fixed | compat (the fork's wording and quirks); ours fixed, paper compat
@@ -71,7 +72,7 @@ LORA_R = 64
 LORA_ALPHA = 16
 TIME_BUDGET_S = None  # stop (with a checkpoint) after this many seconds; re-run to continue
 SAVE_STEPS = 100  # checkpoint interval
-EVAL_SAMPLES = 16  # held-out pseudo-videos (val split) for the answer loss, base vs adapter
+EVAL_SAMPLES = 16  # held-out pseudo-videos (val split): answer loss and accuracy, base vs tuned
 
 # %%
 params = lib.runs.notebook_params(globals())
@@ -121,20 +122,25 @@ lib.plots.save_figure(fig, "03_loss_lr")
 display(steps[["step", "loss", "lr", "step_time_s", "data_wait_s", "tokens_per_s"]].tail())
 
 # %% [markdown]
-# ## 5. Held-out answer loss, with the adapter attached
-# `EVAL_SAMPLES` pseudo-videos from the val split (seed `SEED + 1`). The trained model is
-# reloaded exactly as notebook 04 does (`lib.longvu.load(..., adapter=...)`). The adapter is not
-# merged: merging into a 4-bit base re-quantises and changes the logits.
+# ## 5. Held-out answer loss and accuracy, with the adapter attached
+# `EVAL_SAMPLES` pseudo-videos from the val split (seed `SEED + 1`), the same ones for the start
+# model (`base`) and the trained one (`tuned`). `loss` is the mean answer-token loss; `letter`
+# and `option` are multiple-choice accuracies in percent, each question asked with the prompt
+# it is trained on: the answer's letter scores highest (`letter_logprobs`, "X" or "(X"), or the
+# answer's text has the highest summed log-probability after the prompt (option likelihood).
+# `chance` is the mean of 1 / options. The trained model is reloaded exactly as notebook 04
+# does (`lib.longvu.load(..., adapter=...)`). The adapter is not merged: merging into a 4-bit
+# base re-quantises and changes the logits.
 
 # %%
-eval_loss = lib.train.heldout_losses(cfg, metrics, EVAL_SAMPLES)
-display(pd.Series(eval_loss, name="held-out answer loss"))
+heldout = lib.train.heldout_eval(cfg, metrics, EVAL_SAMPLES)
+print(f"{heldout['n']} held-out pseudo-videos; chance {heldout['chance']:.1f} %")
+display(pd.DataFrame({k: heldout[k] for k in ("base", "tuned")}).T)
 
 # %% [markdown]
 # ## Record results
 
 # %%
-lib.runs.save_metrics(run, {"heldout_answer_loss": eval_loss,
-                            "start_checkpoint": lib.paths.relative(start)})
-lib.runs.append_result("finetune", lib.train.result_row(params, metrics, eval_loss),
+lib.runs.save_metrics(run, {"heldout": heldout, "start_checkpoint": lib.paths.relative(start)})
+lib.runs.append_result("finetune", lib.train.result_row(params, metrics, heldout),
                        key=["run", "profile"])

@@ -70,6 +70,7 @@ WORKERS = None  # DataLoader decode workers (None: cores - 1)
 FRAME_CACHE = True  # cache decoded clips in outputs/04_tvbench_eval/_shared/frames (all runs)
 TORCH_THREADS = None  # torch CPU threads while scoring (None: torch's default; 1 for tiny models)
 SHARE_BASE_EVAL = True  # evaluate the base once for every run on the same start and data (sweeps)
+ORDERING_SCORING = None  # scorer of the ordering-task headline (None: letter if run, else paper)
 
 # %%
 params = lib.runs.notebook_params(globals())
@@ -81,6 +82,7 @@ data_dir = lib.profiles.benchmark_root(PROFILE, DATA_DIR)
 
 # %%
 bench = lib.tvbench.open_benchmark(data_dir, on_missing=ON_MISSING)
+bench_name = "TVBench" if PROFILE == "full" else "MiniTVBench"
 print(f"{data_dir}: {len(bench.questions)} questions in {len(bench.tasks)} tasks, "
       f"{len(bench.skipped)} skipped for missing videos, release check: {bench.release}")
 
@@ -149,7 +151,8 @@ lib.plots.save_figure(fig, "04_paired_differences")
 # the frames are shuffled? Gain = adapter - base (paired, 95% CI clustered by video).
 
 # %%
-ordering_scoring = next((s for s in ("letter", "paper") if s in scorings), scorings[0])
+ordering_scoring = ORDERING_SCORING or next((s for s in ("letter", "paper") if s in scorings),
+                                            scorings[0])
 compare = "shuffled" in CONDITIONS and len(models) > 1  # needs an adapter and shuffled frames
 effects = (lib.metrics.ordering_effects(sources, bench, ordering_scoring, SHUFFLE_SEEDS[0],
                                         N_BOOT, SEED) if compare else {})
@@ -172,13 +175,13 @@ display(summary[summary["scoring"].isin(["paper", "strict"])]
         .round(1))
 
 # %% [markdown]
-# ## 8. Per task, normal order, paper scorer, against chance
+# ## 8. Per task, normal order, first scorer, against chance
 
 # %%
 first = scorings[0]  # paper when it was run
 normal_first = {ms.label: results[ms.label][f"normal/{first}"] for ms in models}
 fig = lib.plots.plot_per_task(lib.tables.metrics_frame(normal_first),
-                              title=f"TVBench per task [{first}] ({PROFILE})")
+                              title=f"{bench_name} per task [{first}] ({PROFILE})")
 lib.plots.save_figure(fig, "04_per_task")
 display(lib.tables.results_table(normal_first, ci=True))
 

@@ -32,11 +32,14 @@ def test_vocab_tokenizer_makes_words_single_tokens(smoke_assets):
 def test_build_script_smoke(smoke_assets, tmp_path):
     out = tmp_path / "start"
     r = subprocess.run([sys.executable, "-m", "lib.demo_pretrain", "build", "--coco",
-                        str(smoke_assets / "coco"), "--out", str(out), "--text-steps", "3",
+                        str(smoke_assets / "coco"), "--out", str(out), "--tower-steps", "2",
+                        "--tower-batch", "4", "--text-steps", "3",
                         "--image-steps", "2", "--batch", "2", "--eval-n", "3", "--width", "32",
                         "--layers", "1"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads((out / "manifest.json").read_text())
+    assert m["tower_stage"]["steps"] == 2 and m["tower_stage"]["untrained_steps"] == 0
+    assert 0 <= m["tower_stage"]["heldout_retrieval"]["caption_to_image"] <= 100
     assert m["text_stage"]["steps"] == 3 and m["image_stage"]["steps"] == 2
     assert m["text_stage"]["untrained_steps"] == 0 and m["image_stage"]["untrained_steps"] == 0
     acc = m["image_stage"]["heldout_image_mc"]

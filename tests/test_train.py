@@ -243,10 +243,14 @@ def test_result_row_has_repo_relative_paths():
     metrics = {"quantization": "nf4", "steps": 2, "first_loss": 2.0, "last_loss": 1.0,
                "time_per_sample_s": 0.1, "peak_memory_bytes": 1, "adapter_dir": str(adapter),
                **train.recipe_record(TrainConfig(model="m", out="o"))}
-    row = train.result_row(params, metrics, {"base": 2.0, "tuned": 1.5})
-    assert len(row) == 15 + len(train.RECIPE_COLUMNS)  # "mode" is both
+    heldout = {"n": 4, "chance": 25.0, "base": {"loss": 2.0, "letter": 25.0, "option": 50.0},
+               "tuned": {"loss": 1.5, "letter": 75.0, "option": 100.0}}  # lib.train.heldout_eval
+    row = train.result_row(params, metrics, heldout)
+    assert len(row) == 19 + len(train.RECIPE_COLUMNS)  # "mode" is both
     assert "time_per_sample_s" not in row and "peak_memory_bytes" not in row  # machine's
     assert row["heldout_tuned"] == 1.5 and row["source"] == "coco"
+    assert (row["heldout_letter_base"], row["heldout_letter_tuned"], row["heldout_option_base"],
+            row["heldout_option_tuned"]) == (25.0, 75.0, 50.0, 100.0)
     # every recipe field is in the row (lib.recipes)
     assert (row["recipe"], row["mode"], row["seeding"], row["max_grad_norm"]) == (
         "ours", "qlora", "global", 1.0)
