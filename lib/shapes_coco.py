@@ -1,8 +1,9 @@
 """shapes-COCO: procedurally drawn captioned images in COCO's layout, from a seed.
 
-Each scene is a background plus 1-3 shapes (1 in the demo profile) with colour, size and position, saved as a JPEG in
-COCO's layout (``annotations/captions_{train,val}2017.json``, ``train2017/``, ``val2017/``) with
-5 differently worded captions that all name every attribute, so a caption identifies its image.
+Each scene is a background plus 1-3 shapes (1 in the demo profile) with colour, size and
+position, saved as a JPEG in COCO's layout (``annotations/captions_{train,val}2017.json``,
+``train2017/``, ``val2017/``) with 5 differently worded short captions that name every shape's
+colour, kind and position and the background (not its size), so a caption identifies its image.
 The drawing vocabulary is shared with ``lib.minitvbench``. Built by ``lib.assets`` (notebook 00)
 and read like real COCO by ``lib.coco`` and ``lib.pseudo_video`` (notebooks 02, 03).
 """
@@ -57,7 +58,9 @@ class Scene:
     objects: tuple[Shape, ...]
 
     def key(self) -> tuple:
-        return (self.background, tuple(sorted(self.objects, key=lambda o: o.position)))
+        """What the captions say (sizes left out): no two images of a build share it."""
+        return (self.background, tuple(sorted((o.position, o.shape, o.colour)
+                                              for o in self.objects)))
 
 
 def random_scene(rng: random.Random, max_objects: int = 3) -> Scene:
@@ -133,29 +136,26 @@ def _join(parts: list[str]) -> str:
 
 
 def captions(scene: Scene, rng: random.Random) -> list[str]:
-    """Five captions of varied wording; every one names all attributes of every object."""
+    """Five captions of varied wording; every one names each shape's colour, kind and position
+    and the background (not sizes; scenes are drawn so that no two share a caption)."""
     objs = list(scene.objects)
     bg = scene.background
 
-    def phrase(o: Shape, style: int) -> str:
-        a = _article(o.colour)
-        if style == 0:
-            return f"{a} {o.colour} {o.shape} of {o.size} size {_at(o.position)}"
-        if style == 1:
-            return f"{a} {o.colour} {o.shape}, {o.size}, {_at(o.position)}"
-        return f"{a} {o.colour} {o.shape} in {o.size} size {_at(o.position)}"
+    def phrase(o: Shape) -> str:
+        return f"{_article(o.colour)} {o.colour} {o.shape} {_at(o.position)}"
 
     shuffled = objs[:]
     rng.shuffle(shuffled)
-    # Every wording opens with an object, colour first, as COCO's captions open with their
-    # subject ("A man riding a horse ..."): when two captions are listed in different orders,
-    # the first word that tells them apart is something a model can see, not template words.
+    # Short, and every wording opens with a shape, colour first, as COCO's captions are short
+    # and open with their subject ("A man riding a horse ..."). Both matter to the demo: with
+    # captions that also named sizes its R1 fine-tune learned to copy the options but not the
+    # order of the scenes; with short ones it does (docs/demo.md).
     caps = [
-        f"{_join([phrase(o, 0) for o in objs])} on {_article(bg)} {bg} background.",
-        f"{_join([phrase(o, 1) for o in shuffled])} against {_article(bg)} {bg} background.",
-        f"{_join([phrase(o, 2) for o in objs])}, all against {bg}.",
-        f"{_join([phrase(o, 0) for o in shuffled])} in front of {_article(bg)} {bg} backdrop.",
-        f"{_join([phrase(o, 1) for o in objs])} shown over a plain {bg} backdrop.",
+        f"{_join([phrase(o) for o in objs])} on {_article(bg)} {bg} background.",
+        f"{_join([phrase(o) for o in shuffled])} against {_article(bg)} {bg} background.",
+        f"{_join([phrase(o) for o in objs])}, all against {bg}.",
+        f"{_join([phrase(o) for o in shuffled])} in front of {_article(bg)} {bg} backdrop.",
+        f"{_join([phrase(o) for o in objs])} shown over a plain {bg} backdrop.",
     ]
     return [c[0].upper() + c[1:] for c in caps]
 

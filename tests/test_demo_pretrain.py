@@ -5,7 +5,7 @@ import random
 import subprocess
 import sys
 
-from lib import coco, demo_pretrain, longvu
+from lib import assets, coco, demo_pretrain, demo_stages, longvu
 from lib.longvu.tiny import build_tokenizer, build_vocab_tokenizer
 
 
@@ -53,3 +53,21 @@ def test_build_script_smoke(smoke_assets, tmp_path):
     val = coco.CaptionIndex.from_root(smoke_assets / "coco", "val")
     again = demo_pretrain.image_accuracy(model, val, acc["n"], acc["options"])
     assert again == acc
+
+
+def test_shipped_start_reproduces_its_recorded_accuracy():
+    """The start `make demo` uses: its manifest's held-out image accuracy is what the shipped
+    weights get again on the demo's own shapes-COCO, and it clears issue 12's 80% bar."""
+    start = demo_stages.SHIPPED[("demo", "qwen")]
+    m = json.loads((start / "manifest.json").read_text())
+    size = sum(f.stat().st_size for f in start.rglob("*") if f.is_file())
+    assert size <= 25 * 2**20, f"{start}: {size} bytes; the shipped start must stay <= 25 MB"
+    acc = m["image_stage"]["heldout_image_mc"]
+    assert acc["caption_likelihood"] >= 80 and m["image_stage"]["untrained_steps"] == 0
+    root = assets.embedded("demo")["coco"]
+    assert demo_pretrain.data_sha256(root) == m["data"]["captions_sha256"]
+    assert m["command"].startswith("python -m lib.demo_pretrain build")
+    model = longvu.load(start).eval()
+    val = coco.CaptionIndex.from_root(root, "val")
+    assert demo_pretrain.image_accuracy(model, val, acc["n"], acc["options"]) == acc
+    assert demo_stages.checkpoint("demo", "qwen", "image", seed=2) == start
