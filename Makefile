@@ -29,9 +29,9 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(OFFLINE) $(PY) -m lib.pipeline --preset demo
 
-# Builds a candidate pretrained start for the demo in assets/demo_start/qwen (docs/demo.md): a
-# vocabulary tokenizer, a text-only multiple-choice stage, then the image stage, with a manifest
-# of its held-out accuracies. make demo does not use it yet (none has reached the 80% bar).
+# Rebuilds the demo's shipped pretrained start in assets/demo_start/qwen (docs/demo.md; about 4
+# minutes on 2 cores): a vocabulary tokenizer, a contrastive tower stage, then the image stage,
+# with a manifest of its held-out accuracies. make demo starts from it.
 demo-pretrain: $(STAMP)
 	$(OFFLINE) $(PY) -m lib.demo_pretrain build --out assets/demo_start/qwen
 

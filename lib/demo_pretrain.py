@@ -1,22 +1,24 @@
-"""The demo's "pretrained" start: a tiny LongVU that already answers multiple choice.
+"""The demo's "pretrained" start, shipped in ``assets/demo_start/qwen``, which ``make demo`` uses.
 
-The real LongVU starts from a pretrained LLM that can pick an option by its letter; the demo's
-random 2-layer decoder could not learn that within notebook 00's budget (docs/demo.md). This
-module builds, once and offline, the toy counterpart of that LLM and of LongVU's image stage:
+The real LongVU starts from pretrained towers and a pretrained LLM and then runs its image stage;
+the demo's random towers and decoder could not learn to ground a caption within notebook 00's
+budget (docs/demo.md). This module builds, once and offline, the toy counterpart:
 
 1. a vocabulary tokenizer trained on the demo's own text (shapes-COCO captions, the MC prompt
    and question templates), so a 4-option question is ~170 tokens instead of ~800 bytes;
-2. a language stage (decoder only): text-only multiple choice, "which caption describes the
-   same scene as this description?" (the right option is another caption of the same image);
-3. an image stage (decoder + connector): the same question about a picture.
+2. a tower stage: SigLIP's sigmoid loss between both towers' pooled features and a small
+   caption encoder (thrown away afterwards); the towers are frozen again after it;
+3. optionally a language stage (decoder only, text-only multiple choice; off by default, it
+   lifted nothing measured);
+4. the image stage (decoder + connector): captioning and image multiple choice.
 
 Each stage logs every step's loss and counts steps that never trained (no supervised token, a
 non-finite loss). ``python -m lib.demo_pretrain build --out DIR`` writes the checkpoint plus
-``manifest.json`` (command, seed, data sha256, steps, learning curves, held-out accuracies by
-letter, option likelihood and caption likelihood, build time); ``make demo-pretrain`` calls it.
-``python -m lib.demo_pretrain evaluate --checkpoint DIR`` re-measures a checkpoint. No notebook
-uses it yet: no build so far reached the issue's 80% bar, so ``make demo`` still trains its
-image stage from a random decoder (docs/demo.md). Tested by ``tests/test_demo_pretrain.py``.
+``manifest.json`` (command, config, data sha256, learning curves, held-out accuracies: caption
+-> image retrieval, image MC by letter, option likelihood and caption likelihood, build time);
+``make demo-pretrain`` rebuilds the shipped start. ``python -m lib.demo_pretrain evaluate
+--checkpoint DIR`` re-measures a checkpoint. ``lib.demo_stages.checkpoint`` hands the shipped
+start to notebooks 01, 03 and 04. Tested by ``tests/test_demo_pretrain.py``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -179,8 +182,7 @@ class CaptionTower(nn.Module):
 
 
 def _tower_inputs(model, index: CaptionIndex) -> tuple[torch.Tensor, torch.Tensor]:
-    data = ImageStageDataset(index, 1, mc_fraction=0.0)
-    vis = [model.preprocess(data._image(i), "image") for i in index.image_ids]
+    vis = [model.preprocess(index.load_image(i)[None], "image") for i in index.image_ids]
     return torch.cat([v["siglip"] for v in vis]), torch.cat([v["dino"] for v in vis])
 
 
@@ -200,7 +202,8 @@ def _sigmoid_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor,
     return -F.logsigmoid(sign * logits).sum() / len(img)
 
 
-def train_towers(model, index: CaptionIndex, cfg: PretrainConfig) -> tuple[list[dict], nn.Module]:
+def train_towers(model, index: CaptionIndex, cfg: PretrainConfig
+                 ) -> tuple[list[dict], Callable[..., dict]]:
     """Tower stage: the toy counterpart of SigLIP/DINOv2 pretraining. Both random towers learn,
     contrastively against a small caption encoder, features that tell shapes-COCO scenes apart;
     afterwards they are frozen again as in LongVU. Returns the log and a retrieval scorer."""

@@ -1,12 +1,14 @@
 """The demo's stand-ins for LongVU's image and video training stages, on generated data.
 
 The paper compares checkpoints that saw only images with ones that also saw videos. The demo
-profile makes both from a tiny random LongVU (notebook 00 builds them; 01, 03 and 04 use them):
+profile's image-trained Qwen-shaped model is shipped (``SHIPPED``, built by ``lib.demo_pretrain``);
+smoke and the Llama-shaped demo make theirs here from a tiny random LongVU (notebook 00 builds
+them; 01, 03 and 04 use them):
 
 * image stage: single shapes-COCO images, half captioning ("Describe the image briefly.") and
-  half image multiple-choice ("Which caption describes the image?" with captions of other
-  images as distractors), so the model ties caption words to pixels and learns the
-  multiple-choice answer format;
+  half image multiple-choice ("Which caption describes the image?" with the same wording of
+  other images' captions as distractors), so the model ties caption words to pixels and learns
+  the multiple-choice answer format;
 * video stage (the "video-trained" control): the image-trained model further trained on
   MiniTVBench-style videos drawn with other seeds than the benchmark's, sampled at 2 fps like
   the evaluator does.
@@ -188,7 +190,8 @@ SHIPPED = {("demo", "qwen"): paths.ROOT / "assets" / "demo_start" / "qwen"}
 
 def checkpoint(profile: str, backbone: str = "qwen", stage: str = "image", seed: int = 0,
                coco_root: Path | str | None = None) -> Path:
-    """The demo's tiny ``stage``-trained checkpoint for a profile, trained on first use.
+    """The demo's tiny ``stage``-trained checkpoint for a profile: the shipped start for the
+    demo's Qwen-shaped image stage (``SHIPPED``), else trained on first use.
 
     image: a tiny random LongVU (demo geometry) after the image stage on shapes-COCO;
     video: that model after the video stage on MiniTVBench-style videos.
