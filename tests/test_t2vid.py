@@ -181,10 +181,12 @@ def test_result_row_records_source():
               "QUESTIONS": "R1", "S": 2, "F": 2, "N": 4, "SOURCE": "t2vid"}
     metrics = {"quantization": "nf4", "steps": 1, "first_loss": 1.0, "last_loss": 0.9,
                "time_per_sample_s": 0.1, "peak_memory_bytes": 1, "adapter_dir": "a"}
-    row = train.result_row(params, metrics, {"base": 1.0, "tuned": 0.9})
+    heldout = {"n": 4, "chance": 50.0, "base": {"loss": 1.0, "letter": 50.0, "option": 50.0},
+               "tuned": {"loss": 0.9, "letter": 75.0, "option": 50.0}}
+    row = train.result_row(params, metrics, heldout)
     assert row["source"] == "t2vid"
     del params["SOURCE"]  # rows of notebooks from before the parameter existed
-    assert train.result_row(params, metrics, {"base": 1.0, "tuned": 0.9})["source"] == "coco"
+    assert train.result_row(params, metrics, heldout)["source"] == "coco"
 
 
 # ---------------------------------------------------------------------------------------------
