@@ -249,8 +249,9 @@ def check_player(lab, page) -> None:
     assert_drawn(img2, "after sample move")
     # Bottom-aligned, so that a longer or shorter question block still lines up; most of its
     # text rows must differ (tick labels alone, for another video length, would be a few).
-    h = min(qa_height, img2.shape[0])
-    qa1, qa2 = img1[-h:], img2[-h:]
+    # Left-aligned too: another question's text may widen or narrow the tight-cropped figure.
+    h, w = min(qa_height, img2.shape[0]), min(img1.shape[1], img2.shape[1])
+    qa1, qa2 = img1[-h:, :w], img2[-h:, :w]
     text = ((qa1[..., :3] < 128).any(axis=(1, 2)) | (qa2[..., :3] < 128).any(axis=(1, 2)))
     differ = (qa1 != qa2).any(axis=(1, 2))
     share = (differ & text).sum() / max(1, text.sum())
