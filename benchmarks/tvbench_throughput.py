@@ -17,8 +17,11 @@ higher frame rate than the test assets so that decoding costs what it does on re
 Usage: ``python benchmarks/tvbench_throughput.py [--questions 8] [--workers 1] [--threads 1]
 [--batch-size 8] [--batch-sizes 1,4,8,16] [--geometry small|real]``. Settings: one condition
 with the paper scorer, one condition with the option scorer, and normal+shuffled with all four
-scorers. Last line: ``speedup Nx, Q questions/s`` for one condition and the option scorer, then
-the paper scorer's and the all-scorers setting's ratios.
+scorers; then the start checkpoint and two LoRA adapters (``lib.adapters``, random LoRA
+weights), one condition and the option scorer, evaluated one after the other vs in one pass
+that shares the visual tokens (``lib.variants``), with the ratio. Last line: ``speedup Nx, Q
+questions/s`` for one condition and the option scorer, then the paper scorer's and the
+all-scorers setting's ratios.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lib import conditions, config, evaluate, minitvbench, models, tvbench, video  # noqa: E402
+from lib import (adapters, conditions, config, evaluate, minitvbench, models,  # noqa: E402
+                 tvbench, variants, video)
 from lib.tvbench import LETTERS  # noqa: E402
 
 ALL_SCORERS = ("paper", "strict", "letter", "option")
@@ -98,6 +102,34 @@ def prefill_modes(model: models.LongVUModel, rows: int = 8, length: int = 1000) 
                 best = min(best, time.perf_counter() - t)
             out.append(f"{label} {best:.3f} s")
     return f"decoder prefill, {rows} rows of ~{length} tokens: " + ", ".join(out)
+
+
+def variants_line(ckpt: Path, bench, tmp: Path, units, scorings, workers: int, threads: int,
+                  batch_size: int) -> tuple[str, dict]:
+    """The start checkpoint and two LoRA adapters: one after the other (each loaded and
+    evaluated alone) vs one pass (``lib.variants``: loaded once, visual tokens shared); both
+    timed from loading to the last prediction."""
+    specs = [models.ModelSpec("start", str(ckpt))] + [
+        models.ModelSpec(f"lora{k}", str(ckpt), str(adapters.write_random_lora(ckpt, tmp / f"lora{k}", k)))
+        for k in (1, 2)]
+    spec = config.EvalSpec(conditions=tuple(dict.fromkeys(c for c, _ in units)), seeds=(0,),
+                           scorings=tuple(scorings), num_workers=workers, threads=threads,
+                           batch_size=batch_size)
+    t = time.perf_counter()
+    for ms in specs:
+        evaluate.run(ms.load("cpu"), bench, tmp / "seq" / ms.label, spec, progress=False)
+    t_seq = time.perf_counter() - t
+    t = time.perf_counter()
+    for group, loaded in variants.groups(specs, "cpu"):
+        stats = evaluate.run_many(loaded, bench, [tmp / "one" / ms.label for ms in group], spec,
+                                  progress=False)
+    t_one = time.perf_counter() - t
+    shared = stats[0].get("shared_visual", {})
+    return (f"start + 2 adapters, one pass vs one after the other: {t_seq:.1f} s -> "
+            f"{t_one:.1f} s  {t_seq / t_one:.1f}x  (visual passes {shared.get('visual_passes')} "
+            f"for {shared.get('visual_uses')} uses)"), {
+        "one_after_the_other_s": t_seq, "one_pass_s": t_one, "ratio": t_seq / t_one,
+        "shared_visual": shared}
 
 
 def _split(st: dict) -> str:
@@ -169,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         out[f"normal+shuffled, 4 scorers, batch {b}"] = {"evaluator_s": t, "per_s": 2 * n / t}
         print(f"4 scorers, batch size {b:<3}      : evaluator {2 * n / t:6.2f} "
               f"question-conditions/s ({_split(st)})")
+    line, out["start + 2 adapters"] = variants_line(ckpt, bench, tmp, one, ("option",),
+                                                    args.workers, args.threads, bs)
+    print(line)
     print(prefill_modes(model))
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     if args.json:

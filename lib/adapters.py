@@ -2,8 +2,8 @@
 loaded and prepared for a mode (LoRA on the decoder for qlora/lora, the whole decoder for full;
 connector trainable, towers frozen), trainable-parameter counts, and adapter save/load.
 
-Used by ``lib.train`` (notebook 03; ``lib.demo_stages`` through it) and
-``benchmarks/qlora_step.py``. An adapter dir holds ``adapter_config.json``,
+Used by ``lib.train`` (notebook 03; ``lib.demo_stages`` through it),
+``benchmarks/qlora_step.py`` and ``benchmarks/tvbench_throughput.py``. An adapter dir holds ``adapter_config.json``,
 ``adapter_model.safetensors`` (PEFT) and ``connector.safetensors``: what
 ``lib.longvu.load(adapter=)`` reads. Full mode saves a complete checkpoint in LongVU's layout.
 """
@@ -147,6 +147,23 @@ def save_adapter(model: LongVU, out_dir: str | os.PathLike, mode: str,
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.connector.state_dict().items()}
     save_file(state, str(out / "connector.safetensors"), metadata={"format": "pt"})
     return out
+
+
+def write_random_lora(ckpt: str | os.PathLike, out_dir: str | os.PathLike, seed: int,
+                      r: int = 64, alpha: int = 16, std: float = 0.1) -> Path:
+    """A decoder-only LoRA adapter for ``ckpt`` saved as notebook 03 saves one (connector
+    unchanged), its LoRA B drawn from N(0, std) so that it changes the decoder (PEFT starts B at
+    zero). For tests and benchmarks of adapter evaluation (``lib.variants``)."""
+    cfg = TrainConfig(model=str(ckpt), out=str(out_dir), mode="lora", lora_r=r, lora_alpha=alpha,
+                      lora_dropout=0.0, seed=seed, train_connector=False,
+                      activation_checkpointing=False)
+    model, _ = build_model(cfg, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.decoder.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return save_adapter(model, out_dir, "lora")
 
 
 def load_weights(model: LongVU, ckpt: str | os.PathLike, mode: str) -> None:

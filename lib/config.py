@@ -112,6 +112,7 @@ class TrainConfig:
     F: int = 5
     n: int = 1000  # formations (samples per epoch)
     question_mode: str = "fixed"  # lib.questions mode: fixed | compat
+    answer_format: str = "letter"  # the target: letter ("(A) text", the paper's) | text
     jitter: str = "mild"
     frame_size: int | None = None  # resize frames (None: keep the images' size)
     mode: str = "qlora"
@@ -221,6 +222,10 @@ TRAIN_FLAGS: dict[str, tuple[str | tuple[str, ...], dict[str, Any]]] = {
     "frame_size": ("--frame-size", {}),
     "jitter": ("--jitter", {}),
     "question_mode": ("--question-mode", {"choices": questions.MODES}),
+    "answer_format": ("--answer-format", {
+        "choices": questions.ANSWER_FORMATS,
+        "help": "the training target: letter = '(A) text' (the paper's); text = the right "
+                "option's text only (what option likelihood scores; the demo's)"}),
     "seed": ("--seed", {}),
     "log_every": ("--log-every", {}),
     "init_adapter": ("--init-adapter", {}),

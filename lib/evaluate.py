@@ -15,12 +15,15 @@ to option C, counted), ``strict`` (same generation, an unparsable answer is wron
 restricted to the valid letters) and ``option``
 (summed log-likelihood of each option's text); ``likelihood`` means letter + option.
 
-The runner decodes each question's frames once in DataLoader workers, applies every condition
-there, preprocesses on the CPU, and scores ``batch_size`` (question, condition) rows at a time
-(``EvalSpec.batch_size``; None: the model's default for its device): one generation call for
-the paper/strict scorers, one prefill per prompt for the letter and option scorers (options
-scored over its key/value cache), towers and connector once per (clip, condition) for every
-scorer. It appends one line per (question, condition, scoring) to ``predictions.jsonl``
+The runner decodes each question's frames once in DataLoader workers (``lib.eval_data``),
+applies every condition there, preprocesses on the CPU, and scores ``batch_size`` (question,
+condition) rows at a time (``EvalSpec.batch_size``; None: the model's default for its device;
+smaller batches while the first clips arrive and for the last ones, ``ramp``): one generation
+call for the paper/strict scorers, one prefill per prompt for the letter and option scorers
+(options scored over its key/value cache), towers and connector once per (clip, condition)
+for every scorer and for every model variant sharing the visual path (``run_many``,
+``lib.variants``: a start checkpoint and its decoder-only LoRA adapters). It appends one line
+per (question, condition, scoring) to ``predictions.jsonl``
 (flushed per batch, fsynced every 2 s) and the time split (decode wait; decode and preprocess
 in workers; visual; decoder) to ``timing.json``, which ``finalize`` puts in metrics.json. A
 rerun skips finished keys, so a killed run resumes to exactly the same metrics; one process at
@@ -42,7 +45,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,13 +53,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from lib import conditions, diagnostics, metrics, predictions, run_folder, tables, tvbench, video
+from lib import diagnostics, metrics, predictions, run_folder, tables, tvbench, video
 from lib.config import ON_SHORT_VIDEO, EvalSpec
 from lib.metrics import SCORINGS
 from lib.predictions import PredictionSet, group_of
+from lib.eval_data import ClipDataset, loader
 from lib.run_folder import merge, predictions_path
 from lib.tvbench import LETTERS, Benchmark, Question
-from lib.video import Sampler, VideoError, is_short
+from lib.video import VideoError, is_short
 
 if TYPE_CHECKING:  # type hints only: lib.models imports torch (see cli_eval)
     from lib.models import ModelSpec, VideoQAModel
@@ -164,63 +168,6 @@ def score_rows(model: VideoQAModel, rows: Sequence[tuple[Question, object, Seque
 
 
 # ---------------------------------------------------------------------------------------------
-# Data pipeline
-
-
-class _ClipDataset:
-    """Map-style dataset: question i -> frames decoded once, every condition preprocessed."""
-
-    def __init__(self, questions: list[Question], sampler: Sampler,
-                 units: list[tuple[str, int | None]], preprocess: Callable,
-                 frame_cache: str | None = None, backend: str = "pyav"):
-        self.questions, self.sampler, self.units = questions, sampler, units
-        self.preprocess, self.frame_cache, self.backend = preprocess, frame_cache, backend
-
-    def __len__(self) -> int:
-        return len(self.questions)
-
-    def __getitem__(self, i: int) -> dict:
-        q = self.questions[i]
-        t0 = time.perf_counter()
-        try:
-            if self.frame_cache:
-                clip = video.FrameCache(self.frame_cache).get(q, self.sampler, self.backend)
-            else:
-                clip = video.read_clip(q, self.sampler, self.backend)
-        except VideoError as e:  # raised in the main process, without a worker's traceback
-            return {"i": i, "error": f"{tvbench.sample_id(q)}: {e}"}
-        t1 = time.perf_counter()
-        prepared = {}
-        for c, s in self.units:
-            frames, _ = conditions.apply_condition(clip.frames, c, s, tvbench.sample_id(q))
-            prepared[(c, s)] = self.preprocess(frames)
-        return {"i": i, "prepared": prepared, "n_frames": len(clip.indices),
-                "video_frames": clip.n_frames, "fps": clip.fps, "note": clip.note,
-                "decode_s": t1 - t0, "prep_s": time.perf_counter() - t1}
-
-
-def _first(batch):
-    return batch[0]
-
-
-def _worker_init(_):
-    import torch
-
-    torch.set_num_threads(1)  # workers decode; the model keeps the cores
-
-
-def _loader(ds: _ClipDataset, num_workers: int, batch_size: int = 1):
-    from torch.utils.data import DataLoader
-
-    kw = {"num_workers": num_workers, "batch_size": 1, "collate_fn": _first, "shuffle": False}
-    if num_workers > 0:
-        # two model batches in flight, so the workers keep decoding while a batch is scored
-        kw.update(worker_init_fn=_worker_init,
-                  prefetch_factor=max(2, -(-2 * batch_size // num_workers)))
-    return DataLoader(ds, **kw)
-
-
-# ---------------------------------------------------------------------------------------------
 # The runner
 
 
@@ -264,81 +211,119 @@ def run(model: VideoQAModel, bench: Benchmark, out_dir: Path | str, spec: EvalSp
     are skipped. Refuses, before writing anything, an ``out_dir`` whose predictions came from
     another model, data or sampler, and one that another process is evaluating into.
     """
-    out = Path(out_dir)
+    return run_many([model], bench, [out_dir], spec, rank, world_size, progress)[0]
+
+
+def run_many(models: Sequence[VideoQAModel], bench: Benchmark, out_dirs: Sequence[Path | str],
+             spec: EvalSpec, rank: int = 0, world_size: int = 1, progress: bool = True
+             ) -> list[dict]:
+    """``run`` for variants of one loaded model that share its visual path
+    (``lib.variants.Variant``), each into its own folder with its own finished keys, in one
+    pass over the clips: each batch's visual tokens are computed once and every variant scores
+    its rows from them. Stats per variant; ``visual_passes`` / ``visual_uses`` count the visual
+    blocks a variant computed / was served, and ``shared_visual`` (several variants) the
+    group's passes and the passes saved (uses - passes)."""
+    outs = [Path(o) for o in out_dirs]
     check_short_windows(bench, spec)
-    fp = _fingerprint(model, bench, spec)
-    run_folder.check_config(out, fp)
-    with run_folder.locked(out, rank):
-        run_folder.check_config(out, fp)  # again: another run may have started meanwhile
-        return _run_locked(model, bench, out, spec, fp, rank, world_size, progress)
+    fps = [_fingerprint(m, bench, spec) for m in models]
+    for o, fp in zip(outs, fps):
+        run_folder.check_config(o, fp)
+    with contextlib.ExitStack() as held:
+        for o, fp in zip(outs, fps):
+            held.enter_context(run_folder.locked(o, rank))
+            run_folder.check_config(o, fp)  # again: another run may have started meanwhile
+        return _run_locked(models, bench, outs, spec, fps, rank, world_size, progress)
 
 
-def _run_locked(model: VideoQAModel, bench: Benchmark, out: Path, spec: EvalSpec, fp: dict,
-                rank: int, world_size: int, progress: bool) -> dict:
+def _run_locked(models: Sequence[VideoQAModel], bench: Benchmark, outs: list[Path],
+                spec: EvalSpec, fps: list[dict], rank: int, world_size: int, progress: bool
+                ) -> list[dict]:
     scorings = expand_scorings(spec.scorings)
     units = spec.units()
     if rank == 0:
-        run_folder.write_config(out, fp, {
-            "spec": {**asdict(spec), "sampler": spec.sampler.spec, "scorings": scorings},
-            "skipped_missing_video": len(bench.skipped), "skipped_videos": bench.skipped_videos,
-            "release": bench.release, "world_size": world_size})
-    questions = tvbench.select(bench.questions, spec.limit)
-    mine = questions[rank::world_size]
-    done = run_folder.done_keys(out)
-
-    def keys(q: Question) -> list[tuple]:
-        return [(tvbench.sample_id(q), c, s, m) for c, s in units for m in scorings]
-
-    todo = [q for q in mine if any(k not in done for k in keys(q))]
-    ds = _ClipDataset(todo, spec.sampler, units, model.preprocessor(), spec.frame_cache,
+        for o, fp in zip(outs, fps):
+            run_folder.write_config(o, fp, {
+                "spec": {**asdict(spec), "sampler": spec.sampler.spec, "scorings": scorings},
+                "skipped_missing_video": len(bench.skipped),
+                "skipped_videos": bench.skipped_videos, "release": bench.release,
+                "world_size": world_size})
+    mine = tvbench.select(bench.questions, spec.limit)[rank::world_size]
+    dones = [run_folder.done_keys(o) for o in outs]
+    need = [{tvbench.sample_id(q) for q in mine
+             if any((tvbench.sample_id(q), c, s, m) not in done for c, s in units
+                    for m in scorings)} for done in dones]
+    todo = [q for q in mine if any(tvbench.sample_id(q) in n for n in need)]
+    ds = ClipDataset(todo, spec.sampler, units, models[0].preprocessor(), spec.frame_cache,
                       spec.backend)
-    bs = spec.batch_size or model.default_batch_size()
-    stats = {"questions": len(mine), "todo": len(todo), "records": 0, "batch_size": bs,
-             "decode_wait_s": 0.0, "decode_s": 0.0, "prep_s": 0.0, "model_s": 0.0,
-             "visual_s": 0.0, "decoder_s": 0.0}
+    bs = spec.batch_size or models[0].default_batch_size()
+    stats = [{"questions": len(mine), "todo": len(n), "records": 0, "batch_size": bs,
+              "model_s": 0.0, "visual_s": 0.0, "decoder_s": 0.0} for n in need]
+    io = {"decode_wait_s": 0.0, "decode_s": 0.0, "prep_s": 0.0}
     t_start = time.perf_counter()
-    path = predictions_path(out, rank, world_size)
-    with run_folder.open_append(path) as f, _torch_threads(spec.threads), model.session():
-        t0_model = model.timing()
-        sink = run_folder.LineSink(f, stats)
+    with contextlib.ExitStack() as files, _torch_threads(spec.threads), models[0].session():
+        sinks = [run_folder.LineSink(files.enter_context(run_folder.open_append(
+            predictions_path(o, rank, world_size))), st) for o, st in zip(outs, stats)]
         bar = tqdm(total=len(todo), disable=not progress,
-                   desc=f"TVBench {model.name}" + (f" rank {rank}" if world_size > 1 else ""))
-        items = iter(_loader(ds, spec.num_workers, bs))
+                   desc=f"TVBench {', '.join(m.name for m in models)}"
+                   + (f" rank {rank}" if world_size > 1 else ""))
+        items = iter(loader(ds, spec.num_workers, bs))
         pending: list[dict] = []
+        scored, batches = 0, 0
         while True:
             t0 = time.perf_counter()
             item = next(items, None)
-            stats["decode_wait_s"] += time.perf_counter() - t0
+            io["decode_wait_s"] += time.perf_counter() - t0
             if item is not None:
                 if "error" in item:
                     raise VideoError(item["error"])
-                stats["decode_s"] += item["decode_s"]
-                stats["prep_s"] += item["prep_s"]
+                io["decode_s"] += item["decode_s"]
+                io["prep_s"] += item["prep_s"]
                 pending.append(item)
-            if pending and (item is None or len(pending) >= bs):
-                t0 = time.perf_counter()
-                lines = _score_items(model, [(todo[it["i"]], it) for it in pending], scorings,
-                                     done, bs, spec.max_new_tokens)
-                stats["model_s"] += time.perf_counter() - t0
-                sink.write(lines)
+            if pending and (item is None
+                            or len(pending) >= ramp(batches, len(todo) - scored, bs)):
+                batch = [(todo[it["i"]], it) for it in pending]
+                for m, st, sink, done in zip(models, stats, sinks, dones):
+                    t0, before = time.perf_counter(), m.timing()
+                    sink.write(_score_items(m, batch, scorings, done, bs,
+                                            spec.max_new_tokens))
+                    st["model_s"] += time.perf_counter() - t0
+                    for k, v in m.timing().items():
+                        st[k] = st.get(k, 0) + v - before.get(k, 0)
+                models[0].end_batch()  # after every variant: they share the visual tokens
                 bar.update(len(pending))
-                pending = []
+                scored, batches, pending = scored + len(pending), batches + 1, []
             if item is None:
                 break
         bar.close()
-        sink.sync()
-        for k, v in model.timing().items():
-            stats[k] = v - t0_model.get(k, 0.0)
-    stats["wall_s"] = time.perf_counter() - t_start
-    if stats["todo"]:
-        run_folder.write_timing(out, rank, stats)
+        for sink in sinks:
+            sink.sync()
+    wall = time.perf_counter() - t_start
+    passes = sum(st.get("visual_passes", 0) for st in stats)
+    uses = sum(st.get("visual_uses", 0) for st in stats)
+    for o, st in zip(outs, stats):
+        st.update(io, wall_s=wall)
+        if len(models) > 1:
+            st["shared_visual"] = {"variants": [m.name for m in models], "visual_passes": passes,
+                                   "visual_uses": uses, "passes_saved": uses - passes,
+                                   "fingerprint": getattr(models[0], "fingerprint", None)}
+        if st["todo"]:
+            run_folder.write_timing(o, rank, st)
     return stats
+
+
+def ramp(batches: int, remaining: int, batch_size: int) -> int:
+    """Loader items in the next model batch: 1, 2, 4, ... up to ``batch_size`` at the start, so
+    the model starts on the first decoded clip instead of waiting for a full batch, and about
+    half the remaining items at the end, so little model work is left after the decode workers
+    finish (the time a decode-bound run adds after its last clip)."""
+    return max(1, min(batch_size, 2 ** min(batches, 30), -(-remaining // 2)))
 
 
 def _score_items(model: VideoQAModel, items: list[tuple[Question, dict]], scorings: list[str],
                  done: set, batch_size: int, max_new_tokens: int) -> list[dict]:
     """Prediction lines of several loader items (a question, every condition prepared), in
-    (question, condition, scoring) order; rows go to the model ``batch_size`` at a time."""
+    (question, condition, scoring) order; rows go to the model ``batch_size`` at a time. The
+    caller ends the batch (``end_batch``), so that other variants reuse its visual tokens."""
     rows, meta = [], []
     for q, item in items:
         sid = tvbench.sample_id(q)
@@ -357,7 +342,6 @@ def _score_items(model: VideoQAModel, items: list[tuple[Question, dict]], scorin
                        "condition": c, "seed": s, **rec,
                        "n_frames": item["n_frames"] if c != "blind" else 1,
                        "frame_note": item["note"], "model": model.name} for rec in rr]
-    model.end_batch()
     return lines
 
 
@@ -487,12 +471,26 @@ def evaluate(model: VideoQAModel, bench: Benchmark, out_dir: Path | str, spec: E
 def evaluate_models(models: Sequence[ModelSpec], run_dirs: Mapping[str, Path | str],
                     bench: Benchmark, spec: EvalSpec, n_boot: int = 2000, progress: bool = True
                     ) -> dict[str, dict[str, dict]]:
-    """``evaluate`` each model (notebooks 01, 04) into ``run_dirs[label]``, one loaded at a
-    time: label -> its groups' metrics."""
+    """``evaluate`` each model (notebooks 01, 04) into ``run_dirs[label]``: label -> its
+    groups' metrics. Models on one checkpoint, quantization and token layout that differ only
+    in a decoder-only LoRA adapter (same towers and connector weights) are loaded once and
+    evaluated in one pass (``lib.variants``, ``run_many``); the others one loaded at a time."""
+    bench = diagnostics.perm_k_benchmark(bench, spec.perm_k)  # checklist 29 (0: unchanged)
+    wanted = {metrics.group_label(c, s, sc) for c, s in spec.units()
+              for sc in expand_scorings(spec.scorings)}
+    # lib.variants imports torch and peft, which this module's CLI paths do without
+    from lib import variants
+
     out = {}
-    for ms in models:
-        model = ms.load()
-        out[ms.label] = evaluate(model, bench, run_dirs[ms.label], spec, n_boot=n_boot,
-                                 progress=progress)
-        del model  # free it before the next one loads
-    return out
+    for specs, loaded in variants.groups(models):
+        dirs = [run_dirs[ms.label] for ms in specs]
+        with contextlib.ExitStack() as held:
+            for d in dirs:
+                held.enter_context(run_folder.locked(d))
+            run_many(loaded, bench, dirs, spec, progress=progress)
+            for ms, d in zip(specs, dirs):
+                res = finalize(d, bench, n_boot=n_boot, limit=spec.limit,
+                               on_short_video=spec.on_short_video)
+                out[ms.label] = {k: v for k, v in res.items() if k in wanted}
+        del loaded  # free it before the next group loads
+    return {ms.label: out[ms.label] for ms in models}

@@ -49,7 +49,8 @@ from tqdm.auto import tqdm
 from lib import paths, t2vid, tvbench
 from lib.coco import CaptionIndex, CocoError, captions_path, images_dir, validate_captions
 from lib.jitter import JITTER, RESAMPLE, jitter_params, render_frames
-from lib.questions import MODES, GenSpec, Sample, check_mode, draw_question, parse_mix
+from lib.questions import (ANSWER_FORMATS, MODES, GenSpec, Sample, check_mode, draw_question,
+                           parse_mix)
 from lib.video import write_video
 
 SEEDINGS = ("global", "per-rank")
@@ -232,7 +233,8 @@ class PseudoVideoDataset(tud.Dataset):
     """Training samples: frames + conversation + metadata, generated on the fly.
 
     Item: ``frames`` uint8 (T, H, W, 3) (``lib.jitter.render_frames``, OpenCV, contiguous);
-    ``prompt`` (user turn); ``target`` ("(A) text");
+    ``prompt`` (user turn); ``target`` ("(A) text", or the text alone with
+    ``answer_format="text"``);
     ``question_type``, ``sample_id``, ``seed``, ``epoch``, ``options``, ``answer_index``,
     ``image_ids``, ``captions``, ``frame_counts``, ``num_frames``; ``source`` (coco | t2vid:
     images or text frames, the source's; t2vid items also carry ``rendered_caption_index`` and
@@ -248,13 +250,17 @@ class PseudoVideoDataset(tud.Dataset):
 
     def __init__(self, source: PseudoVideoSource, jitter: str = "mild",
                  size: int | tuple[int, int] | None = None, on_error: str = "raise",
-                 max_substitutions: int = 10, resample: str = "paper"):
+                 max_substitutions: int = 10, resample: str = "paper",
+                 answer_format: str = "letter"):
         if on_error not in ("raise", "substitute"):
             raise ValueError("on_error: 'raise' or 'substitute'")
         if jitter not in JITTER:
             raise ValueError(f"jitter {jitter!r}: choose from {sorted(JITTER)}")
         if resample not in RESAMPLE:
             raise ValueError(f"resample {resample!r}: choose from {RESAMPLE}")
+        if answer_format not in ANSWER_FORMATS:
+            raise ValueError(f"answer_format {answer_format!r}: choose from {ANSWER_FORMATS}")
+        self.answer_format = answer_format
         self.source, self.jitter, self.size, self.on_error = source, jitter, size, on_error
         self.resample = resample
         self.max_substitutions = max_substitutions
@@ -270,6 +276,8 @@ class PseudoVideoDataset(tud.Dataset):
     def item(self, i: int) -> dict:
         s = self.source.sample(i, self.epoch)
         rec = s.record()
+        if self.answer_format == "text":
+            rec["target"] = rec["options"][rec["answer_index"]]
         rec["frames"] = self.source.frames(s, self.jitter, self.size, self.resample)
         rec.update(source=self.source.source, errors=[], substituted_for=None)
         return rec

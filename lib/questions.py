@@ -49,6 +49,9 @@ ALIASES = {"scenes_descr": "R1", "before_or_after": "R2", "which_first_last": "R
 # or describe scene k; every relative question needs two.
 MIN_SCENES = {"R1": 2, "R2": 2, "R3": 2, "R4": 2, "A1": 1, "A2": 1, "WIO": 2, "TG": 2}
 MODES = ("fixed", "compat")
+# What a training sample's target holds: "(A) text" (the fork's, checklist 9) or the right
+# option's text alone, which is what option likelihood scores (the demo's: docs/demo.md)
+ANSWER_FORMATS = ("letter", "text")
 
 # The paper's best configurations (Table 4), as mix strings for ``parse_mix``.
 PAPER_MIXES = {

@@ -181,7 +181,8 @@ def pseudo_video_dataset(cfg: TrainConfig, rank: int = 0) -> tud.Dataset:
                                        mode=cfg.question_mode, seeding=cfg.seeding,
                                        rank=rank, source=cfg.source)
     return pseudo_video.PseudoVideoDataset(source, jitter=cfg.jitter, size=cfg.frame_size,
-                                           on_error=cfg.on_bad_sample)
+                                           on_error=cfg.on_bad_sample,
+                                           answer_format=cfg.answer_format)
 
 
 def check_data_settings(cfg: TrainConfig) -> None:
@@ -462,6 +463,7 @@ def result_row(params: Mapping[str, Any], metrics: Mapping[str, Any],
     return {"run": p["RUN_NAME"], "profile": p["PROFILE"], "backbone": p["BACKBONE"],
             "mode": m.get("mode") or p.get("MODE"), "quantization": m["quantization"],
             "source": p.get("SOURCE", "coco"), "questions": p["QUESTIONS"],
+            "answer_format": p.get("ANSWER_FORMAT", "letter"),
             "S": p["S"], "F": p["F"], "N": p["N"], "steps": m["steps"],
             "first_loss": m["first_loss"], "last_loss": m["last_loss"],
             "heldout_base": heldout["base"]["loss"], "heldout_tuned": heldout["tuned"]["loss"],

@@ -64,6 +64,7 @@ MICRO_BATCH = 1  # samples per forward pass; GLOBAL_BATCH / MICRO_BATCH accumula
 LR = None  # ours: 1e-4 for qlora/lora, 5e-6 for full; paper: 5e-6
 MODE = None  # qlora | lora | full (ours: qlora; paper: full)
 QUESTION_MODE = None  # fixed | compat (the fork's wording and quirks); ours fixed, paper compat
+ANSWER_FORMAT = "letter"  # the target: letter "(A) text" (the paper's) | text (the option alone)
 JITTER = None  # none | mild | strong; paper: none for llama, mild for qwen (the fork's scripts)
 SEEDING = None  # global | per-rank (each rank its own table, seed + rank); paper: per-rank
 SUPERVISE_PROMPT_TOKENS = None  # the fork's labels (role tokens too); paper: True

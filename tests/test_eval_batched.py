@@ -114,6 +114,8 @@ def test_visual_work_once_per_clip_for_every_scorer(tiny, rows, monkeypatch):
     evaluate.score_rows(tiny, [(q, p, SCORINGS) for q, p in rows[:4]])
     assert len(runs) == 4  # four clips, four scorers each: the connector ran once per clip
     after = tiny.timing()
+    assert after["visual_passes"] - before["visual_passes"] == 4
+    assert after["visual_uses"] - before["visual_uses"] == 4  # one user: each block served once
     assert after["visual_s"] > before["visual_s"] and after["decoder_s"] > before["decoder_s"]
     evaluate.score_rows(tiny, [(q, p, ["option"]) for q, p in rows[:1]])
     assert len(runs) == 4  # cached until end_batch
@@ -128,7 +130,8 @@ def test_no_cache_outside_a_session():
     ids = m.tokenize(m.prompt("Q?"))
     assert m._vcache is None
     e1 = m.embed_one(ids, v)[0]
-    assert m._vcache is None and m.timing == {"visual_s": 0.0, "decoder_s": 0.0}
+    assert m._vcache is None and m.timing == {"visual_s": 0.0, "decoder_s": 0.0,
+                                              "visual_passes": 0, "visual_uses": 0}
     with m.visual_cache():
         assert torch.equal(m.embed_one(ids, v)[0], e1)
     assert m._vcache is None
@@ -161,3 +164,14 @@ def test_run_predictions_do_not_depend_on_batch_size(tmp_path):
 def test_batch_size_is_checked():
     with pytest.raises(ValueError, match="batch_size"):
         config.EvalSpec(batch_size=0)
+
+
+def test_ramp_starts_and_ends_with_small_batches():
+    """The runner's model batches: 1, 2, 4 up to the batch size, about half the rest at the
+    end; every item scored once."""
+    sizes, left = [], 48
+    while left:
+        sizes.append(min(left, evaluate.ramp(len(sizes), left, 8)))
+        left -= sizes[-1]
+    assert sizes == [1, 2, 4, 8, 8, 8, 8, 5, 2, 1, 1]
+    assert evaluate.ramp(0, 0, 8) == 1 and evaluate.ramp(40, 1000, 16) == 16

@@ -367,6 +367,19 @@ def test_dataset_items_and_epochs(index):
     assert ds[4]["image_ids"] == it["image_ids"]
 
 
+def test_answer_format_text_targets_the_option_alone(index):
+    src = pv.PseudoVideoSource(index, questions.parse_mix("R1,R3", 8, 3, 2), 0)
+    letter = pv.PseudoVideoDataset(src, jitter="none", size=16)
+    text = pv.PseudoVideoDataset(src, jitter="none", size=16, answer_format="text")
+    for i in range(8):
+        a, b = letter[i], text[i]
+        right = a["options"][a["answer_index"]]
+        assert a["target"] == f"({questions.LETTERS[a['answer_index']]}) {right}"
+        assert b["target"] == right and b["prompt"] == a["prompt"]
+    with pytest.raises(ValueError, match="answer_format 'A': choose from"):
+        pv.PseudoVideoDataset(src, answer_format="A")
+
+
 def test_dataloader_workers(index):
     import torch.utils.data as tud
 

@@ -246,7 +246,10 @@ def test_result_row_has_repo_relative_paths():
     heldout = {"n": 4, "chance": 25.0, "base": {"loss": 2.0, "letter": 25.0, "option": 50.0},
                "tuned": {"loss": 1.5, "letter": 75.0, "option": 100.0}}  # lib.train.heldout_eval
     row = train.result_row(params, metrics, heldout)
-    assert len(row) == 19 + len(train.RECIPE_COLUMNS)  # "mode" is both
+    assert len(row) == 20 + len(train.RECIPE_COLUMNS)  # "mode" is both
+    assert row["answer_format"] == "letter"  # the paper's target unless notebook 03 says so
+    assert train.result_row({**params, "ANSWER_FORMAT": "text"}, metrics,
+                            heldout)["answer_format"] == "text"
     assert "time_per_sample_s" not in row and "peak_memory_bytes" not in row  # machine's
     assert row["heldout_tuned"] == 1.5 and row["source"] == "coco"
     assert (row["heldout_letter_base"], row["heldout_letter_tuned"], row["heldout_option_base"],
@@ -264,9 +267,13 @@ def test_cli_flags_derived_from_config():
     assert TrainConfig.from_args(a) == TrainConfig(model="m", out="o", coco="c")
     a = ap.parse_args(["--model", "m", "--coco", "c", "--out", "o", "--r", "8", "--alpha", "4",
                        "--time-budget", "9", "--workers", "2", "--question-mode", "compat",
-                       "--supervise-prompt-tokens", "--allow-fallback", "--lr", "0.5"])
+                       "--supervise-prompt-tokens", "--allow-fallback", "--lr", "0.5",
+                       "--answer-format", "text"])
     assert TrainConfig.from_args(a) == TrainConfig(
         model="m", out="o", coco="c", lora_r=8, lora_alpha=4, time_budget_s=9.0, num_workers=2,
-        question_mode="compat", supervise_prompt_tokens=True, require_4bit=False, lr=0.5)
+        question_mode="compat", supervise_prompt_tokens=True, require_4bit=False, lr=0.5,
+        answer_format="text")
+    with pytest.raises(SystemExit):
+        ap.parse_args(["--model", "m", "--coco", "c", "--out", "o", "--answer-format", "A"])
     with pytest.raises(SystemExit):
         ap.parse_args(["--model", "m", "--out", "o"])  # --coco is required on the CLI

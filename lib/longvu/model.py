@@ -92,7 +92,10 @@ class LongVU(nn.Module):
         self.template = template or prompts.template_for(config.backbone)
         self.flags = flags or Flags()
         self._vcache: OrderedDict | None = None  # see visual_cache()
-        self.timing = {"visual_s": 0.0, "decoder_s": 0.0}  # inference time by part, summed
+        # inference seconds by part, and visual blocks computed (passes) and served per user
+        # (uses: a block counts once per `visual_user`, the model variant asking; lib.variants)
+        self.timing = {"visual_s": 0.0, "decoder_s": 0.0, "visual_passes": 0, "visual_uses": 0}
+        self.visual_user: str | None = None
 
     # -- evaluator helpers ----------------------------------------------------------------
     @contextlib.contextmanager
@@ -146,6 +149,15 @@ class LongVU(nn.Module):
         while len(self._vcache) > self._vcache_max:
             self._vcache.popitem(last=False)
         return entry
+
+    def _count_use(self, cache: dict, block) -> None:
+        users = cache.setdefault("users", {})  # id(block) -> the visual_users it served
+        if id(block) not in users:  # first sight: encode_visual has just computed it
+            users[id(block)] = set()
+            self.timing["visual_passes"] += 1
+        if self.visual_user not in users[id(block)]:
+            users[id(block)].add(self.visual_user)
+            self.timing["visual_uses"] += 1
 
     # -- plumbing -------------------------------------------------------------------------
     @property
@@ -230,6 +242,8 @@ class LongVU(nn.Module):
                     cache["pixels"] = pixels
             block = pipeline.encode_visual(self.towers, self.connector, self.config, *pixels,
                                            size, is_video, text_len, trace, cache)
+        if cache is not None:
+            self._count_use(cache, block)
         embeds, pmap = pipeline.splice(block, ids, self.embed_tokens, self.config, trace)
         if self.flags.legacy_placeholder_tokens:
             backmap = torch.tensor(back + [-1], device=pmap.device)
