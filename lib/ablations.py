@@ -79,7 +79,8 @@ def run_name_of(run_dir: str, label: str = "") -> str:
 
 def evaluations(tv: pd.DataFrame) -> pd.DataFrame:
     """tvbench.csv with parsed columns: notebook, run_name, model_label, llm, cond, seed and
-    profile (``lib.vs_paper.profile_of``: demo/smoke rows are tiny models on MiniTVBench)."""
+    profile (the recorded column; ``lib.vs_paper.profile_of`` for rows without one, e.g. the
+    eval CLI's: demo/smoke rows are tiny models on MiniTVBench)."""
     if tv.empty:
         return tv
     need = {"label", "group", "run_dir", "micro"} - set(tv.columns)
@@ -95,8 +96,10 @@ def evaluations(tv: pd.DataFrame) -> pd.DataFrame:
     df["seed"] = [int(c.split("@")[1]) if "@" in c else np.nan for c in cond_part]
     df["scoring"] = [str(g).partition("/")[2] for g in df["group"]]
     df["llm"] = [infer_llm(m) for m in df.get("model", df["label"]).astype(str)]
-    df["profile"] = [profile_of(m, d) for m, d in zip(df.get("model", df["label"]).astype(str),
-                                                      df.get("data", pd.Series("", df.index)))]
+    recorded = df.get("profile", pd.Series("", df.index)).fillna("").astype(str)
+    df["profile"] = [p or profile_of(m, d) for p, m, d in zip(  # inferred for CLI rows only
+        recorded, df.get("model", df["label"]).astype(str),
+        df.get("data", pd.Series("", df.index)))]
     for c in ["micro", "micro_lo", "micro_hi", "macro", "chance_micro"] + task_columns(df):
         df[c] = pd.to_numeric(df[c], errors="coerce")
     return df

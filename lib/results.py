@@ -20,11 +20,14 @@ if TYPE_CHECKING:  # type hints only: lib.models imports torch
 
 
 def result_row(label: str, m: dict, run_dir: Path | str, model: str, data: Path | str,
-               group: str, settings: Mapping[str, Any] | None = None) -> dict:
+               group: str, settings: Mapping[str, Any] | None = None,
+               profile: str | None = None) -> dict:
     """A row for outputs/results/tvbench.csv (``model``: a name, or ``model_source``;
-    ``settings``: the evaluation recipe's columns, ``lib.recipes.eval_record``)."""
+    ``settings``: the evaluation recipe's columns, ``lib.recipes.eval_record``; ``profile``:
+    the notebook's PROFILE, empty for the CLI, which does not know one)."""
     cond, _, scoring = group.partition("/")
-    row = {"label": label, "model": model, "data": paths.relative(data), "group": group,
+    row = {"label": label, "model": model, "data": paths.relative(data),
+           "profile": profile or "", "group": group,
            "condition": cond, "scoring": scoring, "n": m["n"],
            "skipped_missing_video": m.get("skipped_missing_video", 0),
            "micro": round(m["micro"], 2), "macro": round(m["macro"], 2),
@@ -48,14 +51,14 @@ def result_row(label: str, m: dict, run_dir: Path | str, model: str, data: Path 
 
 
 def record(res: dict[str, dict], label: str, run_dir: Path | str, model: str,
-           data: Path | str, settings: Mapping[str, Any] | None = None) -> Path:
-    """Append (or replace) one row per group in outputs/results/tvbench.csv."""
-    f = None
-    for group, m in res.items():
-        f = runs.append_result("tvbench", result_row(label, m, run_dir, model, data, group,
-                                                      settings),
-                               key=["label", "run_dir", "group"])
-    return f
+           data: Path | str, settings: Mapping[str, Any] | None = None,
+           profile: str | None = None) -> Path:
+    """One row per group in outputs/results/tvbench.csv, replacing every earlier row of this
+    ``label`` and ``run_dir`` (a rerun with fewer groups leaves none of the old ones)."""
+    return runs.replace_results("tvbench", [result_row(label, m, run_dir, model, data, group,
+                                                       settings, profile)
+                                            for group, m in res.items()],
+                                {"label": label, "run_dir": paths.relative(run_dir)})
 
 
 def model_source(ms: ModelSpec) -> str:
@@ -67,23 +70,22 @@ def model_source(ms: ModelSpec) -> str:
 
 def record_models(results: Mapping[str, dict[str, dict]], models: Sequence[ModelSpec],
                   run_dirs: Mapping[str, Path | str], prefix: str, data: Path | str,
-                  recipe: str = "ours") -> Path | None:
-    """``record`` every model's groups with the label ``<prefix>/<model label>`` and the
-    evaluation settings it ran with under ``recipe``."""
+                  recipe: str = "ours", profile: str | None = None) -> Path | None:
+    """``record`` every model's groups with the label ``<prefix>/<model label>``, the
+    evaluation settings it ran with under ``recipe`` and the notebook's ``profile``."""
     f = None
     for ms in models:
         f = record(results[ms.label], f"{prefix}/{ms.label}", run_dirs[ms.label],
                    model_source(ms), data, recipes.eval_record(recipe, ms.dtype,
-                                                               ms.drop_threshold))
+                                                               ms.drop_threshold), profile)
     return f
 
 
 def record_effect(effect: dict[str, dict], label: str, run_dir: Path | str) -> Path:
-    """One row per comparison in outputs/results/tvbench_effects.csv (read by notebook 05)."""
-    f = None
-    for name, row in effect.items():
-        f = runs.append_result("tvbench_effects", {"label": label, "comparison": name,
-                                                   "run_dir": paths.relative(run_dir),
-                                                   **row},
-                               key=["run_dir", "comparison", "scoring"])
-    return f
+    """One row per comparison in outputs/results/tvbench_effects.csv (read by notebook 05),
+    replacing every earlier row of this ``label`` and ``run_dir`` (several adapters of one
+    notebook-04 run keep their own rows)."""
+    rel = paths.relative(run_dir)
+    return runs.replace_results("tvbench_effects", [
+        {"label": label, "comparison": name, "run_dir": rel, **row}
+        for name, row in effect.items()], {"label": label, "run_dir": rel})

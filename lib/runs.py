@@ -13,6 +13,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -140,6 +141,32 @@ def append_result(table: str, row: dict[str, Any], key: list[str]) -> Path:
         out = pd.concat([old, new.astype(str)], ignore_index=True)
     else:
         out = new
+    tmp = f.with_suffix(".csv.tmp")
+    out.to_csv(tmp, index=False)
+    os.replace(tmp, f)
+    return f
+
+
+def replace_results(table: str, rows: Sequence[dict[str, Any]], where: dict[str, Any]) -> Path:
+    """Write ``rows`` to ``outputs/results/<table>.csv`` after dropping every old row whose
+    ``where`` columns equal these values: a rerun of one evaluation replaces all of its rows,
+    so groups it no longer runs (fewer conditions or scorers) do not linger. Paths are stored
+    as ``append_result`` stores them."""
+    where = {k: str(_portable(v)) for k, v in where.items()}
+    new = pd.DataFrame([{k: _portable(v) for k, v in r.items()} for r in rows]).astype(str)
+    missing = [k for k in where if len(new) and k not in new.columns]
+    if missing:
+        raise KeyError(f"result rows for {table}.csv lack the column(s) {missing}")
+    if len(new) and not (new[list(where)] == pd.Series(where)).all(axis=None):
+        raise ValueError(f"result rows for {table}.csv must all have {where}")
+    f = paths.results_dir() / f"{table}.csv"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    out = new
+    if f.exists():
+        old = pd.read_csv(f, dtype=str, keep_default_na=False)
+        if set(where) <= set(old.columns):
+            old = old[~(old[list(where)] == pd.Series(where)).all(axis=1)]
+        out = pd.concat([old, new], ignore_index=True)
     tmp = f.with_suffix(".csv.tmp")
     out.to_csv(tmp, index=False)
     os.replace(tmp, f)

@@ -7,7 +7,8 @@ accuracies say nothing about the paper's numbers, only the direction of an effec
 over. ``directions`` therefore lines up signed differences of the average (video-trained minus
 image-trained, normal minus shuffled frames, each ablation row minus the table's first row),
 the paper's beside ours, and names our side "tiny demo model on MiniTVBench", never with a
-real model's name. ``profile_of`` tells a tvbench.csv row's profile from its paths.
+real model's name. ``profile_of`` tells a tvbench.csv row's profile from its paths when
+the row has none recorded (the eval CLI's rows; notebooks 01 and 04 record PROFILE).
 
 Used by ``lib.ablations`` and ``lib.plots`` (notebook 05).
 """

@@ -160,7 +160,8 @@ display(lib.tables.letter_bias_table(results, normal))
 # the repository), read by notebook 05.
 
 # %%
-lib.results.record_models(results, models, run_dirs, f"01/{RUN_NAME}", data_dir, RECIPE)
+lib.results.record_models(results, models, run_dirs, f"01/{RUN_NAME}", data_dir, RECIPE,
+                          PROFILE)
 lib.runs.save_metrics(run, {
     "backbone": BACKBONE, "data_dir": lib.paths.relative(data_dir),
     "n": results["image-trained"][normal]["n"], "skipped_missing_video": len(bench.skipped),

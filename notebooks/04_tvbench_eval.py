@@ -191,7 +191,8 @@ display(lib.tables.results_table(normal_first, ci=True))
 # comparison in `tvbench_effects.csv` (paths relative to the repository), read by notebook 05.
 
 # %%
-lib.results.record_models(results, models, run_dirs, f"04/{RUN_NAME}", data_dir, RECIPE)
+lib.results.record_models(results, models, run_dirs, f"04/{RUN_NAME}", data_dir, RECIPE,
+                          PROFILE)
 for label, eff in effects.items():
     lib.results.record_effect(eff, f"04/{RUN_NAME}/{label}", run.dir)
 lib.runs.save_metrics(run, {

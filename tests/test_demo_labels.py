@@ -87,6 +87,17 @@ def test_profile_of_tells_tiny_rows_from_full_ones():
     assert ev.groupby("profile").size().to_dict() == {"demo": 5, "full": 5}
 
 
+def test_recorded_profile_wins_over_the_path_guess():
+    """The shipped start lives under assets/demo_start/, where no path says "demo": notebooks
+    01/04 record PROFILE, and only rows without it (the eval CLI's) are guessed from paths."""
+    rows = _table3_rows("full")
+    for r in rows:
+        r["model"], r["profile"] = "assets/demo_start/qwen", "demo"
+    guessed = [dict(r, profile="") for r in _table3_rows("full")]
+    ev = abl.evaluations(pd.DataFrame(rows + guessed))
+    assert ev.groupby("profile").size().to_dict() == {"demo": 5, "full": 5}
+
+
 def test_demo_table3_compares_directions_under_the_tiny_name(tmp_path):
     ev = _table3_ev("demo")
     t3 = abl.table3_ours(ev, None, "demo")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from lib import (config, eval_cli, evaluate, metrics, models, paths, predictions, profiles,
-                 results, tvbench, video)
+                 results, runs, tvbench, video)
 
 PY = sys.executable
 TORCHRUN = os.path.join(os.path.dirname(PY), "torchrun")
@@ -106,6 +106,25 @@ def test_result_rows_hold_repository_relative_paths(tmp_path):
     ms = models.ModelSpec("03:r", str(paths.ROOT / "ckpt"), str(paths.ROOT / "run" / "adapter"))
     assert results.model_source(ms) == "ckpt+run/adapter"
     assert results.model_source(models.ModelSpec("b", "Vision-CAIR/x")) == "Vision-CAIR/x"
+
+
+def test_recorded_rows_are_replaced_per_run_and_adapters_keep_theirs(tmp_path):
+    m = {"n": 2, "micro": 50.0, "macro": 50.0, "micro_ci": None, "chance_micro": 25.0,
+         "chance_macro": 25.0, "tasks": {"t": {"abbr": "T", "acc": 50.0, "ci": None,
+                                               "chance": 25.0, "n": 2}}}
+    run = tmp_path / "run"
+    results.record({"normal/paper": m, "shuffled@0/paper": m}, "04/r/a", run, "x", "b")
+    results.record({"normal/paper": m}, "04/r/a", run, "x", "b")  # rerun, one condition fewer
+    rows = runs.read_results("tvbench")
+    assert list(rows[rows["label"] == "04/r/a"]["group"]) == ["normal/paper"]
+    eff = {"gain_normal": {"scoring": "option", "diff": 1.0},
+           "gain_shuffled": {"scoring": "option", "diff": 0.0}}
+    results.record_effect(eff, "04/r/a", run)  # two adapters of one notebook-04 run
+    results.record_effect(eff, "04/r/b", run)
+    rows = runs.read_results("tvbench_effects")
+    assert sorted(zip(rows["label"], rows["comparison"])) == [
+        ("04/r/a", "gain_normal"), ("04/r/a", "gain_shuffled"), ("04/r/b", "gain_normal"),
+        ("04/r/b", "gain_shuffled")]
 
 
 def test_scoring_needs_no_torch():

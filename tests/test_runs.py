@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from lib import paths, runs
 
 
@@ -30,6 +32,21 @@ def test_append_result_replaces_same_key():
     assert df.set_index("seed").loc[0, "acc"] == 0.3
     assert runs.has_result("t_runs", {"model": "a", "seed": 1})
     assert not runs.has_result("t_runs", {"model": "b"})
+
+
+def test_replace_results_drops_every_old_row_of_the_run():
+    rows = [{"label": "04/r/m", "run_dir": "outputs/x", "group": g, "acc": 1} for g in "abc"]
+    runs.replace_results("t_repl", rows, {"label": "04/r/m", "run_dir": "outputs/x"})
+    other = {"label": "04/r/n", "run_dir": "outputs/x", "group": "a", "acc": 2}
+    runs.replace_results("t_repl", [other], {"label": "04/r/n", "run_dir": "outputs/x"})
+    # a rerun with fewer groups: b and c of 04/r/m go; 04/r/n, another model, stays
+    runs.replace_results("t_repl", [{**rows[0], "acc": 3}],
+                         {"label": "04/r/m", "run_dir": paths.ROOT / "outputs" / "x"})
+    df = runs.read_results("t_repl")
+    assert sorted(zip(df["label"], df["group"], df["acc"])) == [("04/r/m", "a", 3),
+                                                                ("04/r/n", "a", 2)]
+    with pytest.raises(ValueError, match="must all have"):
+        runs.replace_results("t_repl", [other], {"label": "04/r/m"})
 
 
 def test_result_tables_store_repo_relative_paths(tmp_path):
