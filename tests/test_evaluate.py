@@ -116,12 +116,13 @@ def test_recorded_rows_are_replaced_per_run_and_adapters_keep_theirs(tmp_path):
     results.record({"normal/paper": m, "shuffled@0/paper": m}, "04/r/a", run, "x", "b")
     results.record({"normal/paper": m}, "04/r/a", run, "x", "b")  # rerun, one condition fewer
     rows = runs.read_results("tvbench")
-    assert list(rows[rows["label"] == "04/r/a"]["group"]) == ["normal/paper"]
+    assert list(rows[rows["run_dir"] == str(run)]["group"]) == ["normal/paper"]
     eff = {"gain_normal": {"scoring": "option", "diff": 1.0},
            "gain_shuffled": {"scoring": "option", "diff": 0.0}}
     results.record_effect(eff, "04/r/a", run)  # two adapters of one notebook-04 run
     results.record_effect(eff, "04/r/b", run)
-    rows = runs.read_results("tvbench_effects")
+    rows = runs.read_results("tvbench_effects")  # other tests share the results dir
+    rows = rows[rows["run_dir"] == str(run)]
     assert sorted(zip(rows["label"], rows["comparison"])) == [
         ("04/r/a", "gain_normal"), ("04/r/a", "gain_shuffled"), ("04/r/b", "gain_normal"),
         ("04/r/b", "gain_shuffled")]
