@@ -124,27 +124,10 @@ def append_result(table: str, row: dict[str, Any], key: list[str]) -> Path:
     """Append ``row`` to ``outputs/results/<table>.csv``, replacing a row with the same key.
     Absolute paths inside the repository are stored relative to it, so the tracked tables read
     the same on every machine (``paths.absolute`` turns them back)."""
-    row = {k: _portable(v) for k, v in row.items()}
     missing = [k for k in key if k not in row]
     if missing:
         raise KeyError(f"result row for {table}.csv lacks key column(s) {missing}")
-    f = paths.results_dir() / f"{table}.csv"
-    f.parent.mkdir(parents=True, exist_ok=True)
-    new = pd.DataFrame([row])
-    if f.exists():
-        old = pd.read_csv(f, dtype=str, keep_default_na=False)
-        new_keys = new[key].astype(str)
-        same = (old[key].astype(str) == new_keys.iloc[0]).all(axis=1) if set(key) <= set(
-            old.columns) else None
-        if same is not None:
-            old = old[~same]
-        out = pd.concat([old, new.astype(str)], ignore_index=True)
-    else:
-        out = new
-    tmp = f.with_suffix(".csv.tmp")
-    out.to_csv(tmp, index=False)
-    os.replace(tmp, f)
-    return f
+    return _rewrite(table, [row], {k: row[k] for k in key})
 
 
 def replace_results(table: str, rows: Sequence[dict[str, Any]], where: dict[str, Any]) -> Path:
@@ -152,21 +135,28 @@ def replace_results(table: str, rows: Sequence[dict[str, Any]], where: dict[str,
     ``where`` columns equal these values: a rerun of one evaluation replaces all of its rows,
     so groups it no longer runs (fewer conditions or scorers) do not linger. Paths are stored
     as ``append_result`` stores them."""
-    where = {k: str(_portable(v)) for k, v in where.items()}
-    new = pd.DataFrame([{k: _portable(v) for k, v in r.items()} for r in rows]).astype(str)
-    missing = [k for k in where if len(new) and k not in new.columns]
+    missing = [k for k in where if rows and any(k not in r for r in rows)]
     if missing:
         raise KeyError(f"result rows for {table}.csv lack the column(s) {missing}")
-    if len(new) and not (new[list(where)] == pd.Series(where)).all(axis=None):
-        raise ValueError(f"result rows for {table}.csv must all have {where}")
+    want = {k: str(_portable(v)) for k, v in where.items()}
+    if any(str(_portable(r[k])) != v for r in rows for k, v in want.items()):
+        raise ValueError(f"result rows for {table}.csv must all have {want}")
+    return _rewrite(table, rows, where)
+
+
+def _rewrite(table: str, rows: Sequence[dict[str, Any]], drop: dict[str, Any]) -> Path:
+    """The table without its rows whose ``drop`` columns equal these values, plus ``rows``
+    (paths made portable), written atomically."""
+    drop = {k: str(_portable(v)) for k, v in drop.items()}
+    new = pd.DataFrame([{k: _portable(v) for k, v in r.items()} for r in rows])
     f = paths.results_dir() / f"{table}.csv"
     f.parent.mkdir(parents=True, exist_ok=True)
     out = new
     if f.exists():
         old = pd.read_csv(f, dtype=str, keep_default_na=False)
-        if set(where) <= set(old.columns):
-            old = old[~(old[list(where)] == pd.Series(where)).all(axis=1)]
-        out = pd.concat([old, new], ignore_index=True)
+        if set(drop) <= set(old.columns):
+            old = old[~(old[list(drop)] == pd.Series(drop)).all(axis=1)]
+        out = pd.concat([old, new.astype(str)], ignore_index=True)
     tmp = f.with_suffix(".csv.tmp")
     out.to_csv(tmp, index=False)
     os.replace(tmp, f)

@@ -4,8 +4,9 @@ A start checkpoint and its LoRA adapters run the same towers and connector when 
 change the decoder only; then the base is loaded once with every adapter attached (peft
 multi-adapter: ``load_adapter(..., adapter_name=)``, ``set_adapter``, ``disable_adapter()`` for
 the start) and each batch's visual tokens serve every variant (``lib.evaluate.run_many``).
-"Shares the visual path" is decided by a fingerprint of the towers and connector weights as
-loaded for each variant; an adapter that saves decoder modules whole (``modules_to_save``),
+"Shares the visual path" is decided by the share key (same checkpoint, so the same towers,
+which adapters never change) and a fingerprint of the connector weights as loaded for each
+variant; an adapter that saves decoder modules whole (``modules_to_save``),
 is not LoRA, or brings another connector, and a full fine-tune (another checkpoint), is
 evaluated on its own. Used by ``lib.evaluate.evaluate_models`` (notebooks 01 and 04) and
 benchmarks/tvbench_throughput.py.
@@ -70,14 +71,13 @@ def connector_as_loaded(model, adapter_dir: str | Path) -> dict[str, torch.Tenso
     return {k: v.to(own[k].dtype) for k, v in state.items()}
 
 
-def visual_fingerprint(model, connector_state: Mapping[str, torch.Tensor] | None = None,
-                       towers_digest: str | None = None) -> str:
-    """Digest of the towers and connector weights (``connector_state``: the connector as an
-    adapter would load it; None: the model's own). ``towers_digest`` skips hashing the towers
-    again (adapters never change them)."""
-    towers = towers_digest or state_digest(model.towers.state_dict())
-    con = connector_state if connector_state is not None else model.connector.state_dict()
-    return hashlib.sha256((towers + state_digest(con)).encode()).hexdigest()
+def visual_fingerprint(model, connector_state: Mapping[str, torch.Tensor] | None = None) -> str:
+    """Digest of the connector weights (``connector_state``: the connector as an adapter would
+    load it; None: the model's own). The towers are not hashed: variants of one share key load
+    them from the same checkpoint and adapters never change them (hashing ~1.5 B tower weights
+    at full size would cost seconds for nothing)."""
+    return state_digest(connector_state if connector_state is not None
+                        else model.connector.state_dict())
 
 
 class Variant:
@@ -171,12 +171,10 @@ def share_key(ms: ModelSpec) -> tuple:
     return tuple(getattr(ms, f) for f in SHARE_FIELDS)
 
 
-def load_shared(specs: Sequence[ModelSpec], device: str = "auto", base=None,
-                towers_digest: str | None = None) -> list[Variant]:
+def load_shared(specs: Sequence[ModelSpec], device: str = "auto", base=None) -> list[Variant]:
     """Load ``specs`` (one share key; adapters decoder-only LoRA with the same connector) as
     one model with every adapter attached; one ``Variant`` per spec, in order. ``base``: the
-    checkpoint already loaded without an adapter (reused); ``towers_digest``: its towers'
-    ``state_digest`` if known."""
+    checkpoint already loaded without an adapter (reused)."""
     first = specs[0]
     m = base or load_model(first.checkpoint, None, device, first.quantization, first.dtype,
                            token_layout=first.token_layout, layout_seed=first.layout_seed,
@@ -191,7 +189,7 @@ def load_shared(specs: Sequence[ModelSpec], device: str = "auto", base=None,
         else:
             names[ms.label] = f"variant{len(names)}"
             add_adapter(m.model, ms.adapter, names[ms.label])
-    fp = visual_fingerprint(m.model, towers_digest=towers_digest)
+    fp = visual_fingerprint(m.model)
     return [Variant(m, ms.label, names[ms.label], fp) for ms in specs]
 
 
@@ -214,12 +212,11 @@ def groups(specs: Sequence[ModelSpec], device: str = "auto"
         base = load_model(first.checkpoint, None, device, first.quantization, first.dtype,
                           token_layout=first.token_layout, layout_seed=first.layout_seed,
                           drop_threshold=first.drop_threshold)
-        towers = state_digest(base.model.towers.state_dict())
-        start = visual_fingerprint(base.model, towers_digest=towers)
+        start = visual_fingerprint(base.model)
         by_fp: dict[str, list[ModelSpec]] = {}
         for ms in can:
             fp = start if ms.adapter is None else visual_fingerprint(
-                base.model, connector_as_loaded(base.model, ms.adapter), towers)
+                base.model, connector_as_loaded(base.model, ms.adapter))
             by_fp.setdefault(fp, []).append(ms)
         alone = [ms for ms in bucket if ms not in can]
         for fp, members in by_fp.items():
@@ -227,7 +224,7 @@ def groups(specs: Sequence[ModelSpec], device: str = "auto"
                 alone += members
                 continue
             reuse, base = base, None
-            yield members, load_shared(members, device, reuse, towers)
+            yield members, load_shared(members, device, reuse)
         del base
         for ms in alone:
             yield [ms], [ms.load(device)]
