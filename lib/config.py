@@ -113,6 +113,7 @@ class TrainConfig:
     n: int = 1000  # formations (samples per epoch)
     question_mode: str = "fixed"  # lib.questions mode: fixed | compat
     answer_format: str = "letter"  # the target: letter ("(A) text", the paper's) | text
+    prompt_format: str = "fork"  # the user turn: fork (the paper's) | eval (the evaluator's)
     jitter: str = "mild"
     frame_size: int | None = None  # resize frames (None: keep the images' size)
     mode: str = "qlora"
@@ -226,6 +227,10 @@ TRAIN_FLAGS: dict[str, tuple[str | tuple[str, ...], dict[str, Any]]] = {
         "choices": questions.ANSWER_FORMATS,
         "help": "the training target: letter = '(A) text' (the paper's); text = the right "
                 "option's text only (what option likelihood scores; the demo's)"}),
+    "prompt_format": ("--prompt-format", {
+        "choices": questions.PROMPT_FORMATS,
+        "help": "the training user turn: fork = question + option lines (the paper's); eval = "
+                "the evaluator's TVBench prompt (Question:/Options:/instruction; the demo's)"}),
     "seed": ("--seed", {}),
     "log_every": ("--log-every", {}),
     "init_adapter": ("--init-adapter", {}),

@@ -38,17 +38,13 @@ from PIL import Image
 from lib import assets, longvu, minitvbench, paths
 from lib.coco import CaptionIndex, CocoError
 from lib.config import TrainConfig
-from lib.longvu import prompts
 from lib.longvu.tiny import write_tiny
+from lib.questions import user_turn
 from lib.tvbench import LETTERS
 
 CAPTION_PROMPT = "Describe the image briefly."
 MC_QUESTION = "Which caption describes the image?"
 VIDEO_SEED_OFFSET = 10_000  # benchmark videos use seeds 0..999 per task
-
-
-def _mc(question: str, options: list[str]) -> str:
-    return "<image>\n" + prompts.mc_user_text(question, options)
 
 
 class ImageStageDataset(tud.Dataset):
@@ -103,7 +99,8 @@ class ImageStageDataset(tud.Dataset):
                    for j in others[:self.num_options - 1]]
         k = rng.randrange(self.num_options)
         options.insert(k, caption)
-        return {**item, "question_type": "image_mc", "prompt": _mc(MC_QUESTION, options),
+        return {**item, "question_type": "image_mc",
+                "prompt": user_turn(MC_QUESTION, options, "eval"),
                 "target": f"({LETTERS[k]}) {caption}"}
 
 
@@ -142,7 +139,8 @@ class VideoStageDataset(tud.Dataset):
         rng.shuffle(options)
         k = rng.randrange(len(options) + 1)
         options.insert(k, right)
-        return {"frames": np.ascontiguousarray(frames), "prompt": _mc(question, options),
+        return {"frames": np.ascontiguousarray(frames),
+                "prompt": user_turn(question, options, "eval"),
                 "target": f"({LETTERS[k]}) {right}", "question_type": task, "sample_id": i,
                 "errors": []}
 

@@ -49,8 +49,8 @@ from tqdm.auto import tqdm
 from lib import paths, t2vid, tvbench
 from lib.coco import CaptionIndex, CocoError, captions_path, images_dir, validate_captions
 from lib.jitter import JITTER, RESAMPLE, jitter_params, render_frames
-from lib.questions import (ANSWER_FORMATS, MODES, GenSpec, Sample, check_mode, draw_question,
-                           parse_mix)
+from lib.questions import (ANSWER_FORMATS, MODES, PROMPT_FORMATS, GenSpec, Sample, check_mode,
+                           draw_question, parse_mix, user_turn)
 from lib.video import write_video
 
 SEEDINGS = ("global", "per-rank")
@@ -233,8 +233,8 @@ class PseudoVideoDataset(tud.Dataset):
     """Training samples: frames + conversation + metadata, generated on the fly.
 
     Item: ``frames`` uint8 (T, H, W, 3) (``lib.jitter.render_frames``, OpenCV, contiguous);
-    ``prompt`` (user turn); ``target`` ("(A) text", or the text alone with
-    ``answer_format="text"``);
+    ``prompt`` (user turn: the fork's, or the evaluator's with ``prompt_format="eval"``);
+    ``target`` ("(A) text", or the text alone with ``answer_format="text"``);
     ``question_type``, ``sample_id``, ``seed``, ``epoch``, ``options``, ``answer_index``,
     ``image_ids``, ``captions``, ``frame_counts``, ``num_frames``; ``source`` (coco | t2vid:
     images or text frames, the source's; t2vid items also carry ``rendered_caption_index`` and
@@ -251,7 +251,7 @@ class PseudoVideoDataset(tud.Dataset):
     def __init__(self, source: PseudoVideoSource, jitter: str = "mild",
                  size: int | tuple[int, int] | None = None, on_error: str = "raise",
                  max_substitutions: int = 10, resample: str = "paper",
-                 answer_format: str = "letter"):
+                 answer_format: str = "letter", prompt_format: str = "fork"):
         if on_error not in ("raise", "substitute"):
             raise ValueError("on_error: 'raise' or 'substitute'")
         if jitter not in JITTER:
@@ -260,7 +260,9 @@ class PseudoVideoDataset(tud.Dataset):
             raise ValueError(f"resample {resample!r}: choose from {RESAMPLE}")
         if answer_format not in ANSWER_FORMATS:
             raise ValueError(f"answer_format {answer_format!r}: choose from {ANSWER_FORMATS}")
-        self.answer_format = answer_format
+        if prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"prompt_format {prompt_format!r}: choose from {PROMPT_FORMATS}")
+        self.answer_format, self.prompt_format = answer_format, prompt_format
         self.source, self.jitter, self.size, self.on_error = source, jitter, size, on_error
         self.resample = resample
         self.max_substitutions = max_substitutions
@@ -278,6 +280,8 @@ class PseudoVideoDataset(tud.Dataset):
         rec = s.record()
         if self.answer_format == "text":
             rec["target"] = rec["options"][rec["answer_index"]]
+        if self.prompt_format != "fork":
+            rec["prompt"] = user_turn(rec["question"], rec["options"], self.prompt_format)
         rec["frames"] = self.source.frames(s, self.jitter, self.size, self.resample)
         rec.update(source=self.source.source, errors=[], substituted_for=None)
         return rec

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lib.coco import CaptionIndex, clean_caption
+from lib.longvu import prompts
 from lib.tvbench import LETTERS
 
 QUESTION_TYPES = ("R1", "R2", "R3", "R4", "A1", "A2", "WIO", "TG")
@@ -52,6 +53,11 @@ MODES = ("fixed", "compat")
 # What a training sample's target holds: "(A) text" (the fork's, checklist 9) or the right
 # option's text alone, which is what option likelihood scores (the demo's: docs/demo.md)
 ANSWER_FORMATS = ("letter", "text")
+# The user turn a sample is trained with: the fork's ("<image>\n" + question + option lines,
+# checklist 9) or the one the evaluator asks TVBench in (LongVU's MVBench text: "Question:",
+# "Options:", the answer-with-a-letter instruction), which the fork's training never shows
+# (paper_code.md 1.4). The tiny demo model does not carry R1 across that change (docs/demo.md).
+PROMPT_FORMATS = ("fork", "eval")
 
 # The paper's best configurations (Table 4), as mix strings for ``parse_mix``.
 PAPER_MIXES = {
@@ -211,7 +217,7 @@ class Sample:
     @property
     def prompt(self) -> str:
         """The user turn as LongVU sees it: ``<image>\\n`` + question + option lines."""
-        return "<image>\n" + self.question + "\n" + option_lines(self.options)
+        return user_turn(self.question, self.options)
 
     def record(self) -> dict:
         d = asdict(self)
@@ -222,6 +228,15 @@ class Sample:
 
 def option_lines(options: list[str]) -> str:
     return "\n".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(options))
+
+
+def user_turn(question: str, options: Sequence[str], prompt_format: str = "fork") -> str:
+    """A multiple-choice user turn in one of ``PROMPT_FORMATS``, ``<image>`` first."""
+    if prompt_format == "eval":
+        return "<image>\n" + prompts.mc_user_text(question, options)
+    if prompt_format != "fork":
+        raise ValueError(f"prompt_format {prompt_format!r}: choose from {PROMPT_FORMATS}")
+    return "<image>\n" + question + "\n" + option_lines(list(options))
 
 
 def _quoted(caps: list[str]) -> str:

@@ -4,8 +4,8 @@ Notebook 03 (and `python -m lib.train`) calls `train(TrainConfig(...))` (`lib.co
 `lib.demo_stages` trains the demo's stage checkpoints through `run_training`; notebook 04
 reloads the result with `lib.longvu.load(base, quantization=..., adapter=RUN_DIR/"adapter")`.
 This module turns items into LongVU samples, runs (or resumes) a run dir and summarises it;
-`lib.adapters` prepares the model for a mode and stores adapters, `lib.trainer` is the HF
-Trainer wiring.
+`lib.heldout` measures the result on held-out pseudo-videos; `lib.adapters` prepares the model
+for a mode and stores adapters, `lib.trainer` is the HF Trainer wiring.
 
 Modes
     qlora  decoder linears in NF4 (double quantisation, bf16 compute); LoRA on the decoder's
@@ -45,7 +45,6 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +60,7 @@ from lib.longvu import prompts
 from lib.longvu.model import preprocess_visual
 from lib.models import pick_device
 from lib.paths import OutputPathError
-from lib.questions import LETTERS, MIN_SCENES, parse_mix
+from lib.questions import MIN_SCENES, parse_mix
 from lib.train_runs import (LAYOUT_FIELDS, check_resume_config, complete_checkpoints,
                             drop_incomplete, formations, read_log, table_record, truncate_log)
 from lib.trainer import TrainError, build_trainer, report_truncation, training_arguments
@@ -182,7 +181,8 @@ def pseudo_video_dataset(cfg: TrainConfig, rank: int = 0) -> tud.Dataset:
                                        rank=rank, source=cfg.source)
     return pseudo_video.PseudoVideoDataset(source, jitter=cfg.jitter, size=cfg.frame_size,
                                            on_error=cfg.on_bad_sample,
-                                           answer_format=cfg.answer_format)
+                                           answer_format=cfg.answer_format,
+                                           prompt_format=cfg.prompt_format)
 
 
 def check_data_settings(cfg: TrainConfig) -> None:
@@ -371,106 +371,6 @@ def summarise(run: Path, cfg: TrainConfig, quant: str, device: torch.device,
     }
     (run / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     return metrics
-
-
-# ---------------------------------------------------------------------------------------------
-# After training: held-out answer loss and accuracy, the results row
-
-
-@torch.no_grad()
-def answer_loss(model, dataset: tud.Dataset, indices: Iterable[int],
-                supervise_prompt_tokens: bool = False) -> float:
-    """Mean answer-token loss of `model` (adapter attached) on dataset items (eval mode), over
-    the items whose answer survives the token budget; the others are left out and counted in a
-    printed warning (``TrainError`` when none survives)."""
-    builder = SampleBuilder(model, supervise_prompt_tokens)
-    model.eval()
-    losses, dropped = [], []
-    for i in indices:
-        s = builder(dataset[i])
-        out = model.forward(s["visual"], [s["input_ids"]], [s["labels"]])
-        if out.num_tokens:
-            losses.append(float(out.loss))
-        else:
-            dropped.append(i)
-    if dropped:
-        print(f"warning: answer loss over {len(losses)} of {len(losses) + len(dropped)} items: "
-              f"items {dropped[:10]} have no answer token left within the token budget",
-              file=sys.stderr)
-    if not losses:
-        raise TrainError(f"answer loss: every item's answer is cut by the token budget "
-                         f"(tokenizer_model_max_length {model.config.tokenizer_model_max_length});"
-                         " fix: fewer scenes or options, or a checkpoint with a larger budget")
-    return float(np.mean(losses))
-
-
-@torch.no_grad()
-def answer_accuracy(model, items: Sequence[dict], batch: int = 8) -> dict[str, float]:
-    """Multiple-choice accuracy in percent of `model` on pseudo-video items, each asked with the
-    prompt it is trained on (the training sample's tokens before the answer): by ``letter``
-    (argmax of `letter_logprobs` over the item's letters is the answer's) and by ``option``
-    likelihood (argmax of each option text's summed log-prob after that prompt), as
-    `lib.demo_pretrain.image_accuracy` scores images; ``batch`` items per `likelihood_batch`."""
-    builder, hits = SampleBuilder(model), []
-    model.eval()
-    for lo in range(0, len(items), batch):
-        part = items[lo:lo + batch]
-        texts = [builder.text(it["prompt"], it["target"]) for it in part]
-        asks = [ids[:next(j for j, t in enumerate(lab) if t != -100)] for ids, lab in texts]
-        lets, opts = model.likelihood_batch(
-            [builder.visual(it["frames"]) for it in part], asks,
-            [list(LETTERS[:len(it["options"])]) for it in part], [it["options"] for it in part])
-        hits += [(np.argmax(a) == it["answer_index"], np.argmax(b) == it["answer_index"])
-                 for a, b, it in zip(lets, opts, part)]
-    letter, option = 100 * np.mean(hits, axis=0)
-    return {"letter": float(letter), "option": float(option)}
-
-
-def heldout_eval(cfg: TrainConfig, metrics: Mapping[str, Any], n: int) -> dict[str, Any]:
-    """Answer loss (`answer_loss`) and accuracy (`answer_accuracy`) of the start model and of
-    the trained one on the same ``n`` held-out pseudo-videos (val split, seed + 1), with their
-    ``n`` and ``chance`` (mean 1/options, percent). The trained model is reloaded as notebook 04
-    does; the adapter is not merged (merging into a 4-bit base re-quantises and changes the
-    logits). The models load one after the other, so only one is in memory."""
-    held = pseudo_video_dataset(dataclasses.replace(cfg, split="val", n=n, seed=cfg.seed + 1))
-    items = [held[i] for i in range(min(n, len(held)))]
-    if not items:
-        raise TrainError(f"held-out evaluation over {n} pseudo-videos; fix: EVAL_SAMPLES >= 1")
-    quant = "nf4" if metrics["quantization"] == "nf4" else "none"
-    layout = {"token_layout": cfg.token_layout, "layout_seed": cfg.seed}
-    chance = 100 * float(np.mean([1 / len(it["options"]) for it in items]))
-    out: dict[str, Any] = {"n": len(items), "chance": chance}
-    for name in ("base", "tuned"):
-        if name == "base":
-            model = longvu.load(cfg.model, quantization=quant, **layout)
-        elif cfg.mode == "full":  # a complete checkpoint, towers included (already in its layout)
-            model = longvu.load(paths.absolute(metrics["model_dir"]))
-        else:
-            model = longvu.load(cfg.model, quantization=quant,
-                                adapter=paths.absolute(metrics["adapter_dir"]), **layout)
-        out[name] = {"loss": answer_loss(model, items, range(len(items))),
-                     **answer_accuracy(model, items)}
-        del model
-    return out
-
-
-def result_row(params: Mapping[str, Any], metrics: Mapping[str, Any],
-               heldout: Mapping[str, Any]) -> dict[str, Any]:
-    """Notebook 03's row of ``outputs/results/finetune.csv`` (key: run, profile) from its
-    parameters, the training metrics and ``heldout_eval``. Time and memory stay in the run's
-    metrics.json: the tracked table holds only what the same seed reproduces byte for byte."""
-    p, m = params, metrics
-    return {"run": p["RUN_NAME"], "profile": p["PROFILE"], "backbone": p["BACKBONE"],
-            "mode": m.get("mode") or p.get("MODE"), "quantization": m["quantization"],
-            "source": p.get("SOURCE", "coco"), "questions": p["QUESTIONS"],
-            "answer_format": p.get("ANSWER_FORMAT", "letter"),
-            "S": p["S"], "F": p["F"], "N": p["N"], "steps": m["steps"],
-            "first_loss": m["first_loss"], "last_loss": m["last_loss"],
-            "heldout_base": heldout["base"]["loss"], "heldout_tuned": heldout["tuned"]["loss"],
-            **{f"heldout_{k}_{w}": heldout[w][k] for k in ("letter", "option")
-               for w in ("base", "tuned")},
-            "adapter": _portable(paths.absolute(m.get("adapter_dir", m.get("model_dir")))),
-            **{k: m.get(k) for k in RECIPE_COLUMNS}}
 
 
 def main(argv: list[str] | None = None) -> int:

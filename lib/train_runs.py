@@ -22,7 +22,7 @@ from lib.trainer import COMPLETE_FLAG, TrainError
 RESUME_KEYS = ("model", "mode", "coco", "split", "questions", "S", "F", "n", "seed", "max_steps",
                "epochs", "lr", "lora_r", "lora_alpha", "lora_dropout", "global_batch",
                "micro_batch", "warmup_ratio", "weight_decay", "max_grad_norm", "question_mode",
-               "answer_format",
+               "answer_format", "prompt_format",
                "jitter", "frame_size", "supervise_prompt_tokens", "legacy_placeholder_tokens",
                "train_connector", "init_adapter", "source", "token_layout", "recipe",
                "seeding", "master_weights", "optim")
@@ -30,7 +30,8 @@ RESUME_KEYS = ("model", "mode", "coco", "split", "questions", "S", "F", "n", "se
 LAYOUT_FIELDS = ("image_token_len", "query_num_list", "highres", "lowres_token", "drop_threshold")
 # what a config.json written before a key existed meant by it
 RESUME_DEFAULTS = {"source": "coco", "token_layout": None, "recipe": "ours", "seeding": "global",
-                   "master_weights": "load", "optim": "auto", "answer_format": "letter"}
+                   "master_weights": "load", "optim": "auto", "answer_format": "letter",
+                   "prompt_format": "fork"}
 
 
 def formations(dataset: tud.Dataset) -> list | None:

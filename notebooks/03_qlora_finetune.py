@@ -32,6 +32,7 @@ import pandas as pd
 from IPython.display import display
 
 import lib.config
+import lib.heldout
 import lib.paths
 import lib.plots
 import lib.profiles
@@ -65,6 +66,7 @@ LR = None  # ours: 1e-4 for qlora/lora, 5e-6 for full; paper: 5e-6
 MODE = None  # qlora | lora | full (ours: qlora; paper: full)
 QUESTION_MODE = None  # fixed | compat (the fork's wording and quirks); ours fixed, paper compat
 ANSWER_FORMAT = "letter"  # the target: letter "(A) text" (the paper's) | text (the option alone)
+PROMPT_FORMAT = "fork"  # the user turn: fork (the paper's) | eval (the prompt notebook 04 asks in)
 JITTER = None  # none | mild | strong; paper: none for llama, mild for qwen (the fork's scripts)
 SEEDING = None  # global | per-rank (each rank its own table, seed + rank); paper: per-rank
 SUPERVISE_PROMPT_TOKENS = None  # the fork's labels (role tokens too); paper: True
@@ -129,12 +131,14 @@ display(steps[["step", "loss", "lr", "step_time_s", "data_wait_s", "tokens_per_s
 # and `option` are multiple-choice accuracies in percent, each question asked with the prompt
 # it is trained on: the answer's letter scores highest (`letter_logprobs`, "X" or "(X"), or the
 # answer's text has the highest summed log-probability after the prompt (option likelihood).
+# The `*_eval_prompt` columns ask the same questions in the evaluator's TVBench prompt, the one
+# notebook 04 uses: the fork trains without it (`PROMPT_FORMAT`, docs/demo.md section 8).
 # `chance` is the mean of 1 / options. The trained model is reloaded exactly as notebook 04
 # does (`lib.longvu.load(..., adapter=...)`). The adapter is not merged: merging into a 4-bit
 # base re-quantises and changes the logits.
 
 # %%
-heldout = lib.train.heldout_eval(cfg, metrics, EVAL_SAMPLES)
+heldout = lib.heldout.heldout_eval(cfg, metrics, EVAL_SAMPLES)
 print(f"{heldout['n']} held-out pseudo-videos; chance {heldout['chance']:.1f} %")
 display(pd.DataFrame({k: heldout[k] for k in ("base", "tuned")}).T)
 
@@ -143,5 +147,5 @@ display(pd.DataFrame({k: heldout[k] for k in ("base", "tuned")}).T)
 
 # %%
 lib.runs.save_metrics(run, {"heldout": heldout, "start_checkpoint": lib.paths.relative(start)})
-lib.runs.append_result("finetune", lib.train.result_row(params, metrics, heldout),
+lib.runs.append_result("finetune", lib.heldout.result_row(params, metrics, heldout),
                        key=["run", "profile"])

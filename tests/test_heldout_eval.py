@@ -1,4 +1,4 @@
-"""lib.train.heldout_eval: notebook 03's held-out answer loss and accuracy (base vs tuned)."""
+"""lib.heldout.heldout_eval: notebook 03's held-out answer loss and accuracy (base vs tuned)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib import adapters, longvu, train
+from lib import adapters, heldout, longvu, questions, train
 from lib.config import TrainConfig
 from lib.longvu import prompts
 from lib.longvu.tiny import build_vocab_tokenizer, write_tiny
@@ -62,7 +62,10 @@ def test_heldout_eval_matches_per_question_scoring(smoke_assets, tmp_path):
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=gen))
     adapter = adapters.save_adapter(model, tmp_path / "run" / "adapter", "qlora")
-    got = train.heldout_eval(cfg, {"quantization": "nf4", "adapter_dir": str(adapter)}, 2)
+    got = heldout.heldout_eval(cfg, {"quantization": "nf4", "adapter_dir": str(adapter)}, 2)
+    asked = [dict(it, prompt=questions.user_turn(it["question"], it["options"], "eval"))
+             for it in items]
+    assert asked[0]["prompt"] != items[0]["prompt"]
 
     assert got["n"] == 2
     assert got["chance"] == pytest.approx(100 * np.mean([1 / len(it["options"]) for it in items]))
@@ -70,28 +73,37 @@ def test_heldout_eval_matches_per_question_scoring(smoke_assets, tmp_path):
     tuned = longvu.load(ckpt, quantization="nf4", adapter=adapter)
     for name, m in (("base", base), ("tuned", tuned)):
         row = got[name]
-        assert set(row) == {"loss", "letter", "option"}
+        assert set(row) == {"loss", "letter", "option", "letter_eval_prompt",
+                            "option_eval_prompt"}
         assert all(0 <= row[k] <= 100 for k in ("letter", "option"))
         assert (row["letter"], row["option"]) == pytest.approx(_accuracy(_picks(m, items),
                                                                          items))
-    assert got["tuned"]["loss"] == pytest.approx(train.answer_loss(tuned, items, range(2)))
+        # the same questions in the evaluator's prompt (the one notebook 04 asks in)
+        assert (row["letter_eval_prompt"], row["option_eval_prompt"]) == pytest.approx(
+            _accuracy(_picks(m, asked), asked))
+    assert got["tuned"]["loss"] == pytest.approx(heldout.answer_loss(tuned, items, range(2)))
     assert got["base"]["loss"] != got["tuned"]["loss"]  # the adapter was attached
     # one item per likelihood_batch gives the same as both in one
-    assert train.answer_accuracy(tuned, items, batch=1) == pytest.approx(
+    assert heldout.answer_accuracy(tuned, items, batch=1) == pytest.approx(
         {k: got["tuned"][k] for k in ("letter", "option")})
     # each item's pick, not just the count: an answer moved to the pick scores 100 %
     picks = _picks(tuned, items)
     for j, kind in enumerate(("letter", "option")):
         moved = [dict(it, answer_index=pk[j]) for pk, it in zip(picks, items)]
-        assert train.answer_accuracy(tuned, moved)[kind] == 100
+        assert heldout.answer_accuracy(tuned, moved)[kind] == 100
     # the training prompt's tokens (what answer_accuracy asks) are the eval prompt's for Qwen
     ids, labels = train.SampleBuilder(base).text(items[0]["prompt"], items[0]["target"])
     start = next(j for j, t in enumerate(labels) if t != -100)
     assert ids[:start] == base.tokenize(base.prompt(items[0]["prompt"].removeprefix("<image>\n")))
+    # prompt_format "eval": the training tokens are what the evaluator asks (LongVUModel.prompt)
+    ids, labels = train.SampleBuilder(base).text(asked[0]["prompt"], asked[0]["target"])
+    start = next(j for j, t in enumerate(labels) if t != -100)
+    assert ids[:start] == base.tokenize(base.prompt(prompts.mc_user_text(items[0]["question"],
+                                                                         items[0]["options"])))
 
 
 def test_heldout_eval_needs_an_item(smoke_assets, tmp_path):
     cfg = TrainConfig(model="unused", out=str(tmp_path), coco=str(smoke_assets / "coco"),
                       questions="R1", S=2, F=2)
     with pytest.raises(train.TrainError, match="EVAL_SAMPLES"):
-        train.heldout_eval(cfg, {"quantization": "nf4"}, 0)
+        heldout.heldout_eval(cfg, {"quantization": "nf4"}, 0)

@@ -14,6 +14,7 @@ import pytest
 
 from lib import coco, questions, tvbench
 from lib import pseudo_video as pv
+from lib.longvu import prompts
 
 N_STAT = 1500  # questions per statistical check: fast (no frames) and tight enough
 
@@ -378,6 +379,20 @@ def test_answer_format_text_targets_the_option_alone(index):
         assert b["target"] == right and b["prompt"] == a["prompt"]
     with pytest.raises(ValueError, match="answer_format 'A': choose from"):
         pv.PseudoVideoDataset(src, answer_format="A")
+
+
+def test_prompt_format_eval_asks_as_the_evaluator(index):
+    src = pv.PseudoVideoSource(index, questions.parse_mix("R1,R3", 8, 3, 2), 0)
+    fork = pv.PseudoVideoDataset(src, jitter="none", size=16)
+    asked = pv.PseudoVideoDataset(src, jitter="none", size=16, prompt_format="eval")
+    for i in range(8):
+        a, b = fork[i], asked[i]
+        assert b["prompt"] == "<image>\n" + prompts.mc_user_text(a["question"], a["options"])
+        assert b["prompt"].startswith("<image>\nQuestion: ") and a["prompt"] != b["prompt"]
+        assert b["target"] == a["target"] and b["options"] == a["options"]
+        assert (b["frames"] == a["frames"]).all()
+    with pytest.raises(ValueError, match="prompt_format 'x': choose from"):
+        pv.PseudoVideoDataset(src, prompt_format="x")
 
 
 def test_dataloader_workers(index):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lib import ablations as abl
-from lib import config, paths, pipeline, runs, t2vid, train, train_runs
+from lib import config, heldout, paths, pipeline, runs, t2vid, train_runs
 from lib import pseudo_video as pv
 
 LONG = ("a man in a red shirt and a black hat is riding a brown horse across a grassy field next "
@@ -181,12 +181,12 @@ def test_result_row_records_source():
               "QUESTIONS": "R1", "S": 2, "F": 2, "N": 4, "SOURCE": "t2vid"}
     metrics = {"quantization": "nf4", "steps": 1, "first_loss": 1.0, "last_loss": 0.9,
                "time_per_sample_s": 0.1, "peak_memory_bytes": 1, "adapter_dir": "a"}
-    heldout = {"n": 4, "chance": 50.0, "base": {"loss": 1.0, "letter": 50.0, "option": 50.0},
-               "tuned": {"loss": 0.9, "letter": 75.0, "option": 50.0}}
-    row = train.result_row(params, metrics, heldout)
+    acc = {"letter": 50.0, "option": 50.0, "letter_eval_prompt": 50.0, "option_eval_prompt": 50.0}
+    held = {"n": 4, "chance": 50.0, "base": {"loss": 1.0, **acc}, "tuned": {"loss": 0.9, **acc}}
+    row = heldout.result_row(params, metrics, held)
     assert row["source"] == "t2vid"
     del params["SOURCE"]  # rows of notebooks from before the parameter existed
-    assert train.result_row(params, metrics, heldout)["source"] == "coco"
+    assert heldout.result_row(params, metrics, held)["source"] == "coco"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib import adapters, assets, coco, paths, train, train_runs
+from lib import adapters, assets, coco, heldout, paths, train, train_runs
 from lib.config import TrainConfig, add_train_arguments
 from tests.longvu_helpers import tiny_ckpt
 
@@ -243,17 +243,24 @@ def test_result_row_has_repo_relative_paths():
     metrics = {"quantization": "nf4", "steps": 2, "first_loss": 2.0, "last_loss": 1.0,
                "time_per_sample_s": 0.1, "peak_memory_bytes": 1, "adapter_dir": str(adapter),
                **train.recipe_record(TrainConfig(model="m", out="o"))}
-    heldout = {"n": 4, "chance": 25.0, "base": {"loss": 2.0, "letter": 25.0, "option": 50.0},
-               "tuned": {"loss": 1.5, "letter": 75.0, "option": 100.0}}  # lib.train.heldout_eval
-    row = train.result_row(params, metrics, heldout)
-    assert len(row) == 20 + len(train.RECIPE_COLUMNS)  # "mode" is both
-    assert row["answer_format"] == "letter"  # the paper's target unless notebook 03 says so
-    assert train.result_row({**params, "ANSWER_FORMAT": "text"}, metrics,
-                            heldout)["answer_format"] == "text"
+    held = {"n": 4, "chance": 25.0,  # lib.heldout.heldout_eval
+            "base": {"loss": 2.0, "letter": 25.0, "option": 50.0, "letter_eval_prompt": 20.0,
+                     "option_eval_prompt": 40.0},
+            "tuned": {"loss": 1.5, "letter": 75.0, "option": 100.0, "letter_eval_prompt": 30.0,
+                      "option_eval_prompt": 45.0}}
+    row = heldout.result_row(params, metrics, held)
+    assert len(row) == 25 + len(train.RECIPE_COLUMNS)  # "mode" is both
+    # the paper's target and user turn unless notebook 03 says otherwise
+    assert (row["answer_format"], row["prompt_format"]) == ("letter", "fork")
+    other = heldout.result_row({**params, "ANSWER_FORMAT": "text", "PROMPT_FORMAT": "eval"},
+                               metrics, held)
+    assert (other["answer_format"], other["prompt_format"]) == ("text", "eval")
     assert "time_per_sample_s" not in row and "peak_memory_bytes" not in row  # machine's
     assert row["heldout_tuned"] == 1.5 and row["source"] == "coco"
     assert (row["heldout_letter_base"], row["heldout_letter_tuned"], row["heldout_option_base"],
             row["heldout_option_tuned"]) == (25.0, 75.0, 50.0, 100.0)
+    assert (row["heldout_option_eval_prompt_base"], row["heldout_option_eval_prompt_tuned"],
+            row["heldout_letter_eval_prompt_tuned"]) == (40.0, 45.0, 30.0)
     # every recipe field is in the row (lib.recipes)
     assert (row["recipe"], row["mode"], row["seeding"], row["max_grad_norm"]) == (
         "ours", "qlora", "global", 1.0)
@@ -268,12 +275,13 @@ def test_cli_flags_derived_from_config():
     a = ap.parse_args(["--model", "m", "--coco", "c", "--out", "o", "--r", "8", "--alpha", "4",
                        "--time-budget", "9", "--workers", "2", "--question-mode", "compat",
                        "--supervise-prompt-tokens", "--allow-fallback", "--lr", "0.5",
-                       "--answer-format", "text"])
+                       "--answer-format", "text", "--prompt-format", "eval"])
     assert TrainConfig.from_args(a) == TrainConfig(
         model="m", out="o", coco="c", lora_r=8, lora_alpha=4, time_budget_s=9.0, num_workers=2,
         question_mode="compat", supervise_prompt_tokens=True, require_4bit=False, lr=0.5,
-        answer_format="text")
-    with pytest.raises(SystemExit):
-        ap.parse_args(["--model", "m", "--coco", "c", "--out", "o", "--answer-format", "A"])
+        answer_format="text", prompt_format="eval")
+    for flag in ("--answer-format", "--prompt-format"):
+        with pytest.raises(SystemExit):
+            ap.parse_args(["--model", "m", "--coco", "c", "--out", "o", flag, "A"])
     with pytest.raises(SystemExit):
         ap.parse_args(["--model", "m", "--out", "o"])  # --coco is required on the CLI
