@@ -27,7 +27,7 @@ from lib import coco, paths, tvbench
 from lib.minitvbench import build_minitvbench
 from lib.shapes_coco import build_shapes_coco
 
-ASSETS_VERSION = 2
+ASSETS_VERSION = 3
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import math
 import random
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -224,9 +225,14 @@ def train_towers(model, index: CaptionIndex, cfg: PretrainConfig
         enc = tok(caps, add_special_tokens=False, padding=True, return_tensors="pt")
         return text(enc["input_ids"], enc["attention_mask"])
 
+    # Contrastive pairs need captions that name their image alone: one that several images
+    # share (shapes-COCO's position-free wordings) would make its other images false negatives.
+    owners = Counter(c for i in index.image_ids for c in set(index.captions[i]))
+    own = [[c for c in index.captions[i] if owners[c] == 1] or index.captions[i]
+           for i in index.image_ids]
     for s in range(cfg.tower_steps):
         idx = rng.sample(range(len(index.image_ids)), min(cfg.tower_batch, len(index.image_ids)))
-        caps = embed_text([rng.choice(index.captions[index.image_ids[i]]) for i in idx])
+        caps = embed_text([rng.choice(own[i]) for i in idx])
         feats = _pooled(model, siglip_px[idx], dino_px[idx])
         loss = sum(_sigmoid_loss(h(f), caps, scale, bias) for h, f in zip(heads, feats))
         _step(opt, params, loss, log, _lr(cfg.tower_lr, s, cfg.tower_steps))

@@ -79,6 +79,16 @@ Q_A1 = "How many different scenes appear in the video?"
 Q_A2 = "There {} in the video. What does scene {} depict?"
 Q_WIO = "Exactly one of the following scenes {} in the video: {}. Which one is it?"
 Q_TG = 'During which frames does the scene captioned "{}" appear?'
+# R1's option texts: the paper's "Scene 1: ... Scene 2: ..." (the fork's, L61-63) and, with
+# R1:wording=varied (ours, for the tiny demo model, which does not carry an order told one way
+# to another way of telling it: docs/demo.md section 8), three more ways to tell the same order.
+# TVBench's Scene Transition wording ("From ... to ...") is left out on purpose.
+R1_WORDINGS: dict[str, Callable[[Sequence[str]], str]] = {
+    "scene": lambda caps: " ".join(f"Scene {i + 1}: {c}." for i, c in enumerate(caps)),
+    "first": lambda caps: "First " + ", then ".join(caps) + ".",
+    "followed": lambda caps: ", followed by ".join(caps) + ".",
+    "after": lambda caps: ", and after that ".join(caps) + ".",
+}
 R4_SPECIAL = {"before": "It is the first scene, nothing is before it.",
               "after": "It is the last scene, nothing is after it."}
 # compat: the fork's multiple-choice strings where ours differ (spliced_imgs_q_gens.py at 0bf2d48).
@@ -110,11 +120,16 @@ class GenSpec:
     f_min: int = 1
     k_min: int = 2  # R3: captions listed in the question
     k_max: int = 4
+    wording: str = "paper"  # R1's options: paper ("Scene 1: ...") | varied (R1_WORDINGS)
 
     def __post_init__(self):
         if self.qtype not in QUESTION_TYPES:
             raise ValueError(f"unknown question type {self.qtype!r}; choose from "
                              f"{QUESTION_TYPES} or a paper name {sorted(ALIASES)}")
+        if self.wording not in ("paper", "varied") or (self.wording == "varied"
+                                                       and self.qtype != "R1"):
+            raise ValueError(f"{self.qtype}:wording={self.wording}: wording is paper, or "
+                             "varied for R1 (its options told in one of R1_WORDINGS)")
         need = MIN_SCENES[self.qtype]
         if self.s_min is None and self.s_max < need:
             raise ValueError(f"{self.qtype} needs at least {need} scenes (got S up to "
@@ -150,7 +165,8 @@ def check_mode(specs: Sequence[GenSpec], mode: str) -> None:
 def parse_mix(text: str, n: int, s: int = 4, f: int = 5) -> list[GenSpec]:
     """``"R1:S=4:F=20,R3:S=6:F=5:w=1"`` -> specs sharing ``n`` formations by weight ``w``.
 
-    Keys per generator: S, Smin, F, Fmin, k, kmin (R3 listed captions), w (weight, default 1).
+    Keys per generator: S, Smin, F, Fmin, k, kmin (R3 listed captions), w (weight, default 1),
+    wording (R1: paper or varied).
     A name from ``PAPER_MIXES`` (e.g. ``llama_best``) is expanded first.
     """
     text = PAPER_MIXES.get(text, text)
@@ -166,11 +182,13 @@ def parse_mix(text: str, n: int, s: int = 4, f: int = 5) -> list[GenSpec]:
                     "kmin": "k_min"}
             if key == "w":
                 w = float(val)
+            elif key == "wording":
+                kw["wording"] = val
             elif key in keys:
                 kw[keys[key]] = int(val)
             else:
                 raise ValueError(f"mix {text!r}: unknown key {key!r} in {tok!r} "
-                                 f"(use {sorted(keys) + ['w']})")
+                                 f"(use {sorted(keys) + ['w', 'wording']})")
         items.append((name, w, kw))
     if not items:
         raise ValueError("empty question mix; give e.g. 'R1' or 'R1,R3'")
@@ -305,29 +323,28 @@ class _Ctx:
         return options, pos
 
 
-def _r1_text(caps: list[str]) -> str:
-    return " ".join(f"Scene {i + 1}: {c}." for i, c in enumerate(caps))
-
-
 def q_r1(c: _Ctx) -> dict:
     caps, S = c.captions, c.S
-    gt = _r1_text(caps)
+    # the draw happens only for varied wording, so paper-wording questions stay as they were
+    say = c.rng.choice(sorted(R1_WORDINGS)) if c.spec.wording == "varied" else "scene"
+    text = R1_WORDINGS[say]
+    gt = text(caps)
     n_d = min(c.k, math.factorial(S) - 1)
     distractors: list[str] = []
     if S >= 3:  # rejection sampling as in the paper's code
         while len(distractors) < n_d:
-            d = _r1_text(c.rng.sample(caps, S))
+            d = text(c.rng.sample(caps, S))
             if d != gt and d not in distractors:
                 distractors.append(d)
     else:  # S <= 2: enumerate the few permutations
-        distractors = [_r1_text(list(p)) for p in itertools.permutations(caps)][1:n_d + 1]
+        distractors = [text(list(p)) for p in itertools.permutations(caps)][1:n_d + 1]
 
     def fill(m: int) -> list[str]:  # permutations with one scene swapped for an outside image
         out = []
         for o in c.outside(m):
             p = c.rng.sample(caps, S)
             p[c.rng.randrange(S)] = o
-            out.append(_r1_text(p))
+            out.append(text(p))
         return out
 
     options, a = c.choose(gt, distractors, fill)

@@ -2,8 +2,10 @@
 
 Each scene is a background plus 1-3 shapes (1 in the demo profile) with colour, size and
 position, saved as a JPEG in COCO's layout (``annotations/captions_{train,val}2017.json``,
-``train2017/``, ``val2017/``) with 5 differently worded short captions that name every shape's
-colour, kind and position and the background (not its size), so a caption identifies its image.
+``train2017/``, ``val2017/``) with 6 differently worded short captions. Three name every
+shape's colour, kind and position and the background (not its size), so they identify their
+image; three leave the positions out, as COCO's captions vary in detail, and may be shared by
+images whose shapes differ only in where they are.
 The drawing vocabulary is shared with ``lib.minitvbench``. Built by ``lib.assets`` (notebook 00)
 and read like real COCO by ``lib.coco`` and ``lib.pseudo_video`` (notebooks 02, 03).
 """
@@ -136,26 +138,32 @@ def _join(parts: list[str]) -> str:
 
 
 def captions(scene: Scene, rng: random.Random) -> list[str]:
-    """Five captions of varied wording; every one names each shape's colour, kind and position
-    and the background (not sizes; scenes are drawn so that no two share a caption)."""
+    """Six captions of varied wording, each naming every shape's colour and kind and the
+    background (not sizes): three name the positions too (scenes are drawn so that no two
+    share those), three do not."""
     objs = list(scene.objects)
     bg = scene.background
 
-    def phrase(o: Shape) -> str:
-        return f"{_article(o.colour)} {o.colour} {o.shape} {_at(o.position)}"
+    def phrase(o: Shape, where: bool = True) -> str:
+        return f"{_article(o.colour)} {o.colour} {o.shape}" + (f" {_at(o.position)}" if where
+                                                              else "")
 
     shuffled = objs[:]
     rng.shuffle(shuffled)
     # Short, and every wording opens with a shape, colour first, as COCO's captions are short
     # and open with their subject ("A man riding a horse ..."). Both matter to the demo: with
     # captions that also named sizes its R1 fine-tune learned to copy the options but not the
-    # order of the scenes; with short ones it does (docs/demo.md).
+    # order of the scenes; with short ones it does. The position-free half is what lets its
+    # order knowledge reach MiniTVBench's position-free scene descriptions (docs/demo.md 8).
+    said = _join([phrase(o) for o in objs])
+    plain, plain_shuffled = (_join([phrase(o, False) for o in x]) for x in (objs, shuffled))
     caps = [
-        f"{_join([phrase(o) for o in objs])} on {_article(bg)} {bg} background.",
-        f"{_join([phrase(o) for o in shuffled])} against {_article(bg)} {bg} background.",
-        f"{_join([phrase(o) for o in objs])}, all against {bg}.",
-        f"{_join([phrase(o) for o in shuffled])} in front of {_article(bg)} {bg} backdrop.",
-        f"{_join([phrase(o) for o in objs])} shown over a plain {bg} backdrop.",
+        f"{said} on {_article(bg)} {bg} background.",
+        f"{said}, all against {bg}.",
+        f"{_join([phrase(o) for o in shuffled])} shown over a plain {bg} backdrop.",
+        f"{plain} on {_article(bg)} {bg} background.",
+        f"{plain_shuffled} against {_article(bg)} {bg} background.",
+        f"{plain} in front of {_article(bg)} {bg} backdrop.",
     ]
     return [c[0].upper() + c[1:] for c in caps]
 

@@ -21,18 +21,23 @@ def test_shapes_coco_loads_with_pycocotools(smoke_assets):
         f = coco.captions_path(smoke_assets / "coco", split)
         c = COCO(str(f))
         assert len(c.getImgIds()) == n
-        assert all(len(c.getAnnIds(imgIds=[i])) == 5 for i in c.getImgIds())
+        assert all(len(c.getAnnIds(imgIds=[i])) == 6 for i in c.getImgIds())
         rep = coco.validate_captions(f, coco.images_dir(smoke_assets / "coco", split),
                                      check_images="decode")
         assert rep.ok and rep.num_image_files_checked == n
 
 
 def test_captions_identify_their_image(smoke_assets):
+    """Six wordings an image: the three that name positions belong to one image each; the
+    three position-free ones name the same shapes and background without them."""
     index = coco.CaptionIndex.from_root(smoke_assets / "coco", "train")
-    owner = Counter(c for caps in index.captions.values() for c in caps)
-    assert max(owner.values()) == 1, "a caption is shared by two images"
+    owner = Counter(c for caps in index.captions.values() for c in caps[:3])
+    assert max(owner.values()) == 1, "a caption with positions is shared by two images"
+    where = ("at the", "on the left", "on the right", "in the center")
     for caps in index.captions.values():
-        assert len(set(caps)) == 5
+        assert len(set(caps)) == 6
+        assert all(any(w in c for w in where) for c in caps[:3])
+        assert not any(w in c for c in caps[3:] for w in where)
 
 
 def test_minitvbench_layout_and_balance(smoke_assets):

@@ -3,6 +3,7 @@ determinism, the sample CLI, the torch Dataset, the TVBench-layout export and ba
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -140,6 +141,27 @@ def test_r1_options(index):
             parts = re.findall(r"Scene (\d+): (.*?)\.(?: |$)", o)
             assert [int(p[0]) for p in parts] == list(range(1, S + 1))
             assert sorted(p[1] for p in parts) == sorted(s.captions)
+
+
+def test_r1_varied_wording(index):
+    """R1:wording=varied tells each question's options in one of R1_WORDINGS (all options of a
+    question alike), the right one in scene order; Scene Transition's "From ... to ..." never."""
+    paper = samples(make(index, "R1", n=400, mode="compat"))
+    varied = samples(make(index, "R1", n=400, mode="compat", wording="varied"))
+    said = Counter()
+    for a, s in zip(paper, varied):
+        assert s.captions == a.captions and s.frame_counts == a.frame_counts  # same videos
+        name = next(k for k, say in questions.R1_WORDINGS.items()
+                    if s.options[s.answer_index] == say(s.captions))
+        said[name] += 1
+        others = [list(p) for p in itertools.permutations(s.captions) if list(p) != s.captions]
+        assert all(o in [questions.R1_WORDINGS[name](p) for p in others]
+                   for i, o in enumerate(s.options) if i != s.answer_index)
+        assert not any(o.startswith("From ") for o in s.options)
+    assert set(said) == set(questions.R1_WORDINGS) and min(said.values()) > 60
+    assert questions.parse_mix("R1:S=2:wording=varied", 8)[0].wording == "varied"
+    with pytest.raises(ValueError, match="wording is paper, or varied for R1"):
+        questions.parse_mix("R3:wording=varied", 8)
 
 
 def test_r1_single_scene_compat_vs_fixed(index):
