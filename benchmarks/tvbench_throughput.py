@@ -15,7 +15,12 @@ CPU and the paper's 2-fps sampler; the videos are MiniTVBench clips rendered lar
 higher frame rate than the test assets so that decoding costs what it does on real clips.
 
 Usage: ``python benchmarks/tvbench_throughput.py [--questions 8] [--workers 1] [--threads 1]
-[--batch-size 8] [--batch-sizes 1,4,8,16] [--geometry small|real]``. Settings: one condition
+[--batch-size 8] [--batch-sizes 1,4,8,16] [--geometry small|real] [--model-size tiny|full
+--backbone qwen|llama]``. ``--model-size full`` (a CUDA GPU) builds the real-size LongVU with
+random weights (``benchmarks/qlora_step.build_full``: Qwen2-7B or Llama3.2-3B, SigLIP-so400m,
+DINOv2-giant, the SVA connector) with a word-level tokenizer trained on the benchmark's text
+(real BPE makes about 1.3x as many tokens of the same words) and skips the adapters line, which
+needs the checkpoint on disk. Settings: one condition
 with the paper scorer, one condition with the option scorer, and normal+shuffled with all four
 scorers; then the start checkpoint and two LoRA adapters (``lib.adapters``, random LoRA
 weights), one condition and the option scorer, evaluated one after the other vs in one pass
@@ -132,6 +137,24 @@ def variants_line(ckpt: Path, bench, tmp: Path, units, scorings, workers: int, t
         "shared_visual": shared}
 
 
+def full_model(backbone: str, bench) -> models.LongVUModel:
+    """Real-size LongVU with random weights in bf16 on CUDA, and a word-level tokenizer trained
+    on the benchmark's questions, options and LongVU's instruction."""
+    import torch
+
+    from lib.longvu import prompts
+    from lib.longvu.tiny import build_vocab_tokenizer
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from qlora_step import build_full
+
+    if not torch.cuda.is_available():
+        raise SystemExit("--model-size full needs a CUDA GPU (about 20 GB for Qwen2-7B in bf16)")
+    text = [q.question + " " + " ".join(q.candidates) for q in bench.questions]
+    model = build_full(backbone, torch.device("cuda"))
+    model.tokenizer = build_vocab_tokenizer(backbone, text + [prompts.MC_INSTRUCTION])
+    return models.LongVUModel(model, f"{backbone}-full-random")
+
+
 def _split(st: dict) -> str:
     return (f"decode wait {st['decode_wait_s']:.1f} s, workers decode {st['decode_s']:.1f} s + "
             f"preprocess {st['prep_s']:.1f} s, visual {st['visual_s']:.1f} s, decoder "
@@ -149,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also time the 4-scorer setting at these batch sizes, e.g. 1,4,8,16")
     ap.add_argument("--geometry", choices=["small", "real"], default="small",
                     help="tiny LongVU tower geometry (real: 384/378 px towers)")
+    ap.add_argument("--model-size", choices=["tiny", "full"], default="tiny",
+                    help="full: real-size random LongVU on CUDA (see the module docstring)")
+    ap.add_argument("--backbone", choices=["qwen", "llama"], default="qwen")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--fps", type=int, default=16)
     ap.add_argument("--json", default=None)
@@ -166,14 +192,19 @@ def main(argv: list[str] | None = None) -> int:
           f"thread(s), {args.workers} decode worker(s)")
     from lib.longvu.tiny import write_tiny
 
-    ckpt = write_tiny(tmp / "tiny", "qwen", "video", args.geometry, 0)
-    model = models.LongVUModel.load(str(ckpt), device="cpu")
-    bs = args.batch_size or model.default_batch_size()
     bench = tvbench.open_benchmark(tmp / "bench")
+    if args.model_size == "full":
+        ckpt, model = None, full_model(args.backbone, bench)
+    else:
+        ckpt = write_tiny(tmp / "tiny", "qwen", "video", args.geometry, 0)
+        model = models.LongVUModel.load(str(ckpt), device="cpu")
+    bs = args.batch_size or model.default_batch_size()
     qs = bench.questions
     n = len(qs)
     clips = [video.read_clip(q) for q in qs[:6]]
-    print(f"tiny LongVU ({args.geometry} geometry), frames per question at 2 fps: "
+    what = (f"full-size random LongVU ({args.backbone})" if ckpt is None
+            else f"tiny LongVU ({args.geometry} geometry)")
+    print(f"{what}, frames per question at 2 fps: "
           f"{sum(len(c.indices) for c in clips) / len(clips):.1f} (of "
           f"{sum(c.n_frames for c in clips) / len(clips):.0f} decoded-through); evaluator "
           f"batch size {bs}")
@@ -201,9 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         out[f"normal+shuffled, 4 scorers, batch {b}"] = {"evaluator_s": t, "per_s": 2 * n / t}
         print(f"4 scorers, batch size {b:<3}      : evaluator {2 * n / t:6.2f} "
               f"question-conditions/s ({_split(st)})")
-    line, out["start + 2 adapters"] = variants_line(ckpt, bench, tmp, one, ("option",),
-                                                    args.workers, args.threads, bs)
-    print(line)
+    if ckpt is not None:
+        line, out["start + 2 adapters"] = variants_line(ckpt, bench, tmp, one, ("option",),
+                                                        args.workers, args.threads, bs)
+        print(line)
     print(prefill_modes(model))
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     if args.json:

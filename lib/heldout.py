@@ -26,7 +26,6 @@ from lib.trainer import TrainError
 
 
 @torch.no_grad()
-@torch.no_grad()
 def answer_loss(model, dataset: tud.Dataset, indices: Iterable[int],
                 supervise_prompt_tokens: bool = False) -> float:
     """Mean answer-token loss of `model` (adapter attached) on dataset items (eval mode), over
@@ -101,11 +100,9 @@ def heldout_eval(cfg: TrainConfig, metrics: Mapping[str, Any], n: int) -> dict[s
             model = longvu.load(cfg.model, quantization=quant,
                                 adapter=paths.absolute(metrics["adapter_dir"]), **layout)
         acc = answer_accuracy(model, items)
-        if cfg.prompt_format != "eval":
-            acc |= {f"{k}_eval_prompt": v for k, v in answer_accuracy(model, asked).items()}
-        else:
-            acc |= {f"{k}_eval_prompt": v for k, v in list(acc.items())}
-        out[name] = {"loss": answer_loss(model, items, range(len(items))), **acc}
+        again = acc if cfg.prompt_format == "eval" else answer_accuracy(model, asked)
+        out[name] = {"loss": answer_loss(model, items, range(len(items))), **acc,
+                     **{f"{k}_eval_prompt": v for k, v in again.items()}}
         del model
     return out
 

@@ -130,7 +130,8 @@ def plot_conditions(summary: pd.DataFrame, title: str = "") -> Figure:
 
 def plot_normal_vs_shuffled(rows: pd.DataFrame, names: Sequence[str], title: str = "") -> Figure:
     """Micro accuracy under normal order (with CI) and shuffled frames (mean over seeds)."""
-    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(rows) + 1.4))
+    height = 0.45 * len(rows) + 1.6
+    fig, ax = plt.subplots(figsize=(6.5, height))
     y = np.arange(len(rows))
     normal = rows["micro"].to_numpy(dtype=float)
     err = np.nan_to_num(np.vstack([normal - rows["micro_lo"].astype(float),
@@ -145,8 +146,9 @@ def plot_normal_vs_shuffled(rows: pd.DataFrame, names: Sequence[str], title: str
     ax.set_yticks(y, list(names))
     ax.invert_yaxis()
     ax.set(xlabel="micro accuracy (%)", title=title, xlim=(0, 100))
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3)
-    fig.tight_layout()
+    # below the axes in figure inches, so it clears the x label whatever the row count
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="lower center", ncol=3)
+    fig.tight_layout(rect=(0, 0.3 / height, 1, 1))
     return fig
 
 

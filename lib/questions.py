@@ -79,12 +79,12 @@ Q_A1 = "How many different scenes appear in the video?"
 Q_A2 = "There {} in the video. What does scene {} depict?"
 Q_WIO = "Exactly one of the following scenes {} in the video: {}. Which one is it?"
 Q_TG = 'During which frames does the scene captioned "{}" appear?'
-# R1's option texts: the paper's "Scene 1: ... Scene 2: ..." (the fork's, L61-63) and, with
-# R1:wording=varied (ours, for the tiny demo model, which does not carry an order told one way
-# to another way of telling it: docs/demo.md section 8), three more ways to tell the same order.
-# TVBench's Scene Transition wording ("From ... to ...") is left out on purpose.
+# R1's option texts: the paper's "Scene 1: ... Scene 2: ..." (spliced_imgs_q_gens.py L70-73) and,
+# with R1:wording=varied (ours, for the tiny demo model, which does not carry an order told one
+# way to another way of telling it: docs/demo.md section 8), three more ways to tell the same
+# order. TVBench's Scene Transition wording ("From ... to ...") is left out on purpose.
 R1_WORDINGS: dict[str, Callable[[Sequence[str]], str]] = {
-    "scene": lambda caps: " ".join(f"Scene {i + 1}: {c}." for i, c in enumerate(caps)),
+    "paper": lambda caps: " ".join(f"Scene {i + 1}: {c}." for i, c in enumerate(caps)),
     "first": lambda caps: "First " + ", then ".join(caps) + ".",
     "followed": lambda caps: ", followed by ".join(caps) + ".",
     "after": lambda caps: ", and after that ".join(caps) + ".",
@@ -120,7 +120,7 @@ class GenSpec:
     f_min: int = 1
     k_min: int = 2  # R3: captions listed in the question
     k_max: int = 4
-    wording: str = "paper"  # R1's options: paper ("Scene 1: ...") | varied (R1_WORDINGS)
+    wording: str = "paper"  # R1's options: paper ("Scene 1: ...") | varied (any R1_WORDINGS)
 
     def __post_init__(self):
         if self.qtype not in QUESTION_TYPES:
@@ -326,7 +326,7 @@ class _Ctx:
 def q_r1(c: _Ctx) -> dict:
     caps, S = c.captions, c.S
     # the draw happens only for varied wording, so paper-wording questions stay as they were
-    say = c.rng.choice(sorted(R1_WORDINGS)) if c.spec.wording == "varied" else "scene"
+    say = c.rng.choice(sorted(R1_WORDINGS)) if c.spec.wording == "varied" else "paper"
     text = R1_WORDINGS[say]
     gt = text(caps)
     n_d = min(c.k, math.factorial(S) - 1)

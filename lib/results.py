@@ -52,13 +52,14 @@ def result_row(label: str, m: dict, run_dir: Path | str, model: str, data: Path 
 
 def record(res: dict[str, dict], label: str, run_dir: Path | str, model: str,
            data: Path | str, settings: Mapping[str, Any] | None = None,
-           profile: str | None = None) -> Path:
-    """One row per group in outputs/results/tvbench.csv, replacing every earlier row of this
-    ``label`` and ``run_dir`` (a rerun with fewer groups leaves none of the old ones)."""
+           profile: str | None = None, key: Sequence[str] = ("label", "run_dir")) -> Path:
+    """One row per group in outputs/results/tvbench.csv, replacing every earlier row with this
+    row's ``key`` columns (a rerun with fewer groups leaves none of the old ones)."""
+    where = {"label": label, "run_dir": paths.relative(run_dir)}
     return runs.replace_results("tvbench", [result_row(label, m, run_dir, model, data, group,
                                                        settings, profile)
                                             for group, m in res.items()],
-                                {"label": label, "run_dir": paths.relative(run_dir)})
+                                {k: where[k] for k in key})
 
 
 def model_source(ms: ModelSpec) -> str:
@@ -72,12 +73,16 @@ def record_models(results: Mapping[str, dict[str, dict]], models: Sequence[Model
                   run_dirs: Mapping[str, Path | str], prefix: str, data: Path | str,
                   recipe: str = "ours", profile: str | None = None) -> Path | None:
     """``record`` every model's groups with the label ``<prefix>/<model label>``, the
-    evaluation settings it ran with under ``recipe`` and the notebook's ``profile``."""
+    evaluation settings it ran with under ``recipe`` and the notebook's ``profile``. A
+    notebook's label names one model of one notebook run, so its rows replace that label's
+    earlier ones wherever they were evaluated (a start checkpoint's shared run dir is named by
+    its weights, so a rebuilt start writes to a new one)."""
     f = None
     for ms in models:
         f = record(results[ms.label], f"{prefix}/{ms.label}", run_dirs[ms.label],
                    model_source(ms), data, recipes.eval_record(recipe, ms.dtype,
-                                                               ms.drop_threshold), profile)
+                                                               ms.drop_threshold), profile,
+                   key=("label",))
     return f
 
 

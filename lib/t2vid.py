@@ -159,8 +159,9 @@ def _cut(lines: list[str], px: int, width: float, max_lines: int) -> list[str]:
 
 def layout(text: str, hw: tuple[int, int], rng: np.random.Generator) -> Layout:
     """Draw a layout of ``text`` on an (H, W) frame: colours, then a starting font size in the
-    upper half of ``font_range``, shrunk until the wrapped text fits inside the margins; a
-    random wrap width (75-100 % of the free width), alignment and block position."""
+    upper half of ``font_range``, shrunk until the wrapped text fits inside the margins with no
+    word split across lines (a short caption's long last word at a large size was); a random
+    wrap width (75-100 % of the free width), alignment and block position."""
     h, w = hw
     bg, fg = colour_pair(rng)
     lo, hi = font_range(hw)
@@ -171,7 +172,8 @@ def layout(text: str, hw: tuple[int, int], rng: np.random.Generator) -> Layout:
     text = " ".join(text.split()) or ELLIPSIS
     while True:
         lines = wrap(text, px, box_w)
-        if _block_height(len(lines), px) <= h - 2 * my or px <= lo:
+        whole = max(font(px).getlength(word) for word in text.split()) <= box_w
+        if (whole and _block_height(len(lines), px) <= h - 2 * my) or px <= lo:
             break
         px -= 1
     max_lines = max(1, (h - 2 * my - sum(font(px).getmetrics())) // _pitch(px) + 1)

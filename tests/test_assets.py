@@ -28,7 +28,7 @@ def test_shapes_coco_loads_with_pycocotools(smoke_assets):
 
 
 def test_captions_identify_their_image(smoke_assets):
-    """Six wordings an image: the three that name positions belong to one image each; the
+    """Six wordings per image: the three that name positions belong to one image each; the
     three position-free ones name the same shapes and background without them."""
     index = coco.CaptionIndex.from_root(smoke_assets / "coco", "train")
     owner = Counter(c for caps in index.captions.values() for c in caps[:3])

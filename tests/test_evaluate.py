@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+from pathlib import Path
 import sys
 import time
 
@@ -126,6 +127,15 @@ def test_recorded_rows_are_replaced_per_run_and_adapters_keep_theirs(tmp_path):
     assert sorted(zip(rows["label"], rows["comparison"])) == [
         ("04/r/a", "gain_normal"), ("04/r/a", "gain_shuffled"), ("04/r/b", "gain_normal"),
         ("04/r/b", "gain_shuffled")]
+    # a notebook's label (key: label) replaces its rows from another run dir, as a rebuilt
+    # start evaluated in a new shared dir; the CLI's default key keeps both run dirs' rows
+    label = f"04/{tmp_path.name}/base"
+    for key in (("label", "run_dir"), ("label",)):
+        results.record({"normal/paper": m}, label, tmp_path / "old", "x", "b", key=key)
+        results.record({"normal/paper": m}, label, tmp_path / "new", "x", "b", key=key)
+        rows = runs.read_results("tvbench")
+        kept = sorted(Path(d).name for d in rows[rows["label"] == label]["run_dir"])
+        assert kept == (["new", "old"] if len(key) == 2 else ["new"])
 
 
 def test_scoring_needs_no_torch():

@@ -161,7 +161,7 @@ def test_pseudo_video_run_with_truncated_answers_cli(smoke_assets, tmp_path):
     the counts in metrics.json and on stdout."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "lib.train", "--model", str(tiny_ckpt("qwen", "image", "small")),
-           "--coco", str(smoke_assets / "coco"), "--questions", "R1", "--S", "4", "--F", "1",
+           "--coco", str(smoke_assets / "coco"), "--questions", "R1", "--S", "6", "--F", "1",
            "--n", "6", "--global-batch", "2", "--max-steps", "3", "--out", str(out)]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
