@@ -1,5 +1,7 @@
 """The evaluator's data pipeline: each question's clip decoded once (in DataLoader workers
-while the model runs), every frame-order condition applied and preprocessed there.
+while the model runs), every frame-order condition applied and preprocessed there; a dict
+input gets ``frame_keys`` (video and frame index of each frame) for models that share per-frame
+work across conditions.
 
 Used by ``lib.evaluate`` (the runner behind notebooks 01 and 04 and ``python -m lib.tvbench
 eval``). torch is imported where the workers need it, so that ``lib.evaluate`` imports without it.
@@ -40,8 +42,11 @@ class ClipDataset:
         t1 = time.perf_counter()
         prepared = {}
         for c, s in self.units:
-            frames, _ = conditions.apply_condition(clip.frames, c, s, tvbench.sample_id(q))
-            prepared[(c, s)] = self.preprocess(frames)
+            frames, order = conditions.apply_condition(clip.frames, c, s, tvbench.sample_id(q))
+            prepared[(c, s)] = p = self.preprocess(frames)
+            if isinstance(p, dict) and order is not None:  # what each frame shows, so that a
+                # model can encode a frame once for every condition (``LongVU.visual_cache``)
+                p["frame_keys"] = [(str(q.video_path), int(clip.indices[k])) for k in order]
         return {"i": i, "prepared": prepared, "n_frames": len(clip.indices),
                 "video_frames": clip.n_frames, "fps": clip.fps, "note": clip.note,
                 "decode_s": t1 - t0, "prep_s": time.perf_counter() - t1}

@@ -22,10 +22,12 @@ smaller batches while the first clips arrive and for the last ones, ``ramp``): o
 call for the paper/strict scorers, one prefill per prompt for the letter and option scorers
 (options scored over its key/value cache), towers and connector once per (clip, condition)
 for every scorer and for every model variant sharing the visual path (``run_many``,
-``lib.variants``: a start checkpoint and its decoder-only LoRA adapters). It appends one line
+``lib.variants``: a start checkpoint and its decoder-only LoRA adapters), and once per frame
+for every frame-order condition showing it (``frame_keys``). It appends one line
 per (question, condition, scoring) to ``predictions.jsonl``
 (flushed per batch, fsynced every 2 s) and the time split (decode wait; decode and preprocess
-in workers; visual; decoder) to ``timing.json``, which ``finalize`` puts in metrics.json. A
+in workers; visual; decoder; frames through the towers and the sampler, and reused) to
+``timing.json``, which ``finalize`` puts in metrics.json. A
 rerun skips finished keys, so a killed run resumes to exactly the same metrics; one process at
 a time holds a run folder, and a folder made with another model, data or sampler is refused
 (``lib.run_folder``). A rerun with a smaller LIMIT (or fewer tasks) scores its own questions

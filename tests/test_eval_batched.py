@@ -161,6 +161,42 @@ def test_run_predictions_do_not_depend_on_batch_size(tmp_path):
     assert len(out[1]) == 3 * 2 * 4 and out[1] == out[5]
 
 
+def test_order_conditions_encode_each_frame_once(tmp_path):
+    """normal, shuffled, reversed and static show the frames of one clip: in one run the towers
+    and the sampler see each frame once (the runner's frame keys, ``LongVU.visual_cache``), and
+    the predictions equal those of each condition in a run of its own."""
+    data = tmp_path / "bench"
+    minitvbench.build_minitvbench(data, 1, 64, 8, seed=0)
+    bench = tvbench.open_benchmark(data, ["scene_transition", "object_count"])
+    model = models.LongVUModel(build_tiny("qwen", "video", "small", seed=0), "tiny-small")
+    conds = ("normal", "shuffled", "reversed", "static")
+
+    def run(cs: tuple[str, ...], out: Path) -> tuple[dict, dict]:
+        spec = config.EvalSpec(conditions=cs, scorings=tuple(SCORINGS), num_workers=0,
+                               batch_size=8)
+        st = evaluate.run(model, bench, out, spec, progress=False)
+        recs = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+        return st, {(r["sample_id"], r["condition"], r["scoring"]): r for r in recs}
+
+    st, joint = run(conds, tmp_path / "joint")
+    alone = {}
+    for c in conds:
+        alone.update(run((c,), tmp_path / c)[1])
+    assert sorted(joint) == sorted(alone) and len(joint) == 2 * 4 * 4
+    for k, r in joint.items():
+        a = alone[k]
+        assert (r["pred_index"], r.get("raw")) == (a["pred_index"], a.get("raw")), k
+        for f in ("letter_logprobs", "option_logprobs"):
+            np.testing.assert_allclose(r.get(f) or [], a.get(f) or [], atol=2e-4)
+    frames = sum(r["n_frames"] for (_, c, m), r in joint.items()
+                 if c == "normal" and m == "paper")
+    assert frames > 2 * 4  # the clips have several frames
+    assert (st["dino_frames"], st["dino_frames_reused"]) == (frames, 3 * frames)
+    # the sampler: every frame once; later conditions keep the frames their order lets through
+    # DINO's dropping (static's identical frames are mostly dropped)
+    assert st["sva_frames"] == frames and st["sva_frames_reused"] >= 2 * frames
+
+
 def test_batch_size_is_checked():
     with pytest.raises(ValueError, match="batch_size"):
         config.EvalSpec(batch_size=0)

@@ -1,7 +1,7 @@
 """Model variants sharing one visual path (issue 14): a start checkpoint and two real LoRA
 adapters (made by lib.adapters, random LoRA weights) evaluated in one pass give the predictions
 of evaluating them one at a time, with the towers and connector run once per (clip, condition)
-for all of them; an adapter with another connector or modules_to_save is evaluated alone."""
+for all of them (once per frame for both conditions); an adapter with another connector or modules_to_save is evaluated alone."""
 
 from __future__ import annotations
 
@@ -82,11 +82,13 @@ def test_one_connector_pass_per_clip_and_condition_for_all_variants(setup, monke
     runs = []
     sample = loaded[0].model.connector.sample
     monkeypatch.setattr(loaded[0].model.connector, "sample",
-                        lambda *a, **k: runs.append(1) or sample(*a, **k))
+                        lambda *a, **k: runs.append(len(a[0])) or sample(*a, **k))
     stats = evaluate.run_many(loaded, bench, [tmp / "count" / v.name for v in loaded], spec,
                               progress=False)
     units = len(bench.questions) * 2  # (clip, condition) pairs
-    assert len(runs) == units
+    # the sampler ran for the start alone, each frame once for both conditions
+    assert sum(runs) == stats[0]["sva_frames"] and stats[0]["sva_frames_reused"] > 0
+    assert [st.get("sva_frames", 0) + st.get("dino_frames", 0) for st in stats[1:]] == [0, 0]
     assert [st["visual_passes"] for st in stats] == [units, 0, 0]
     assert [st["visual_uses"] for st in stats] == [units] * 3
     assert stats[0]["shared_visual"] == {"variants": ["start", "a1", "a2"],

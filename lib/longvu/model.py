@@ -92,6 +92,7 @@ class LongVU(nn.Module):
         self.template = template or prompts.template_for(config.backbone)
         self.flags = flags or Flags()
         self._vcache: OrderedDict | None = None  # see visual_cache()
+        self._frames: pipeline.FrameStore | None = None  # per-frame outputs, the same scope
         # inference seconds by part, and visual blocks computed (passes) and served per user
         # (uses: a block counts once per `visual_user`, the model variant asking; lib.variants)
         self.timing = {"visual_s": 0.0, "decoder_s": 0.0, "visual_passes": 0, "visual_uses": 0}
@@ -102,22 +103,27 @@ class LongVU(nn.Module):
     def visual_cache(self, max_entries: int = 256) -> Iterator[None]:
         """Inside: the tower + connector output of a visual input (the preprocess dict, by
         identity; the entry holds it so the identity cannot be reused) is kept for every
-        prompt on it, inference only. Nested calls share the outer cache; leaving the outermost
-        frees it. Training (`forward`) must not run inside: the cached tokens carry no graph."""
+        prompt on it, inference only; so are each frame's DINO features and sampler output for
+        every input whose ``frame_keys`` name that frame again (`pipeline.FrameStore`: the
+        evaluator's frame-order conditions of one clip). Nested calls share the outer cache;
+        leaving the outermost frees it. Training (`forward`) must not run inside: the cached
+        tokens carry no graph."""
         if self._vcache is not None:
             yield
             return
         self._vcache = OrderedDict()
         self._vcache_max = max_entries
+        self._frames = pipeline.FrameStore(self.timing)
         try:
             yield
         finally:
-            self._vcache = None
+            self._vcache = self._frames = None
 
     def clear_visual_cache(self) -> None:
         """Drop the cached visual tokens (the evaluator calls it after each batch)."""
         if self._vcache is not None:
             self._vcache.clear()
+            self._frames.clear()
 
     def _sync(self) -> None:
         if self.device.type == "cuda":  # timings must not stop at an asynchronous launch
@@ -241,7 +247,9 @@ class LongVU(nn.Module):
                 if cache is not None:
                     cache["pixels"] = pixels
             block = pipeline.encode_visual(self.towers, self.connector, self.config, *pixels,
-                                           size, is_video, text_len, trace, cache)
+                                           size, is_video, text_len, trace, cache,
+                                           self._frames if cache is not None else None,
+                                           visual.get("frame_keys"))
         if cache is not None:
             self._count_use(cache, block)
         embeds, pmap = pipeline.splice(block, ids, self.embed_tokens, self.config, trace)

@@ -122,6 +122,39 @@ def select_frames(dino: torch.Tensor, text_len: int, cfg: LongVUConfig,
     return kept
 
 
+class FrameStore:
+    """Per-frame tower and connector outputs, keyed by what a frame shows (the evaluator's
+    ``frame_keys``: video and frame index), so that every visual input showing a frame again
+    (another frame-order condition of the same clip, another question on the same video) reuses
+    them: both towers and the SVA sampler work frame by frame. ``counts`` (a dict to add to)
+    gets ``dino_frames`` / ``sva_frames`` computed and ``*_frames_reused`` served again."""
+
+    def __init__(self, counts: dict | None = None):
+        self.rows: dict = {}
+        self.counts = counts if counts is not None else {}
+
+    def count(self, kind: str, computed: int, reused: int = 0) -> None:
+        for k, v in ((f"{kind}_frames", computed), (f"{kind}_frames_reused", reused)):
+            self.counts[k] = self.counts.get(k, 0) + v
+
+    def get(self, name, keys: list, compute) -> torch.Tensor:
+        """Rows for ``keys`` in order; ``compute(positions)`` runs once, on the first position
+        of every key not stored yet."""
+        first: dict = {}
+        for i, k in enumerate(keys):
+            if (name, k) not in self.rows:
+                first.setdefault(k, i)
+        if first:
+            for k, row in zip(first, compute(list(first.values()))):
+                self.rows[(name, k)] = row
+        self.count(name if isinstance(name, str) else name[0], len(first),
+                   len(keys) - len(first))
+        return torch.stack([self.rows[(name, k)] for k in keys])
+
+    def clear(self) -> None:
+        self.rows.clear()
+
+
 @dataclass
 class VisualBlock:
     """Per-frame visual tokens before splicing (batch size 1)."""
@@ -138,18 +171,27 @@ class VisualBlock:
 def encode_visual(towers: Towers, connector: Connector, cfg: LongVUConfig,
                   siglip_pixels: torch.Tensor, dino_pixels: torch.Tensor,
                   size: tuple[float, float], is_video: bool, text_len: int,
-                  trace: dict | None = None, cache: dict | None = None) -> VisualBlock:
+                  trace: dict | None = None, cache: dict | None = None,
+                  store: FrameStore | None = None, frame_keys: list | None = None
+                  ) -> VisualBlock:
     """Towers -> frame selection -> connector -> projected, unpadded per-frame token blocks.
 
     ``cache`` (one dict per visual input, never with ``trace``): the DINO features are kept,
     and the block under the text-length-dependent plan (kept frames, regime), so another
     prompt on the same clip runs neither tower nor the connector again unless its length
-    changes the plan."""
+    changes the plan. ``store`` with ``frame_keys`` (one per frame; inference only): the DINO
+    features and the sampler output of a frame are computed once for every input showing it."""
     dtype = siglip_pixels.dtype
+    keys = frame_keys if store is not None else None
     if cache is not None and "dino" in cache:
         dino = cache["dino"]
     else:
-        dino = towers.encode_dino(dino_pixels)
+        if keys is not None:
+            dino = store.get("dino", keys, lambda i: towers.encode_dino(dino_pixels[i]))
+        else:
+            dino = towers.encode_dino(dino_pixels)
+            if store is not None:
+                store.count("dino", len(dino))
         if cache is not None:
             cache["dino"] = dino
     if trace is not None:
@@ -182,13 +224,25 @@ def encode_visual(towers: Towers, connector: Connector, cfg: LongVUConfig,
     if is_video:
         dino = dino[kept]
         siglip_pixels = siglip_pixels[kept]
-    siglip = towers.encode_siglip(siglip_pixels)
     cdev, cdt = connector.vision_query.device, connector.dtype
-    aux0 = connector.mm_projector_aux_0(siglip.to(cdev, cdt)).to(dtype)
-    aux1 = connector.mm_projector_aux_1(dino.to(cdev, cdt)).to(dtype)
-
     masks = [sampler_masks(size, q_side, towers.token_side)] * 2
-    sva = connector.sample(aux0.to(cdt), aux1.to(cdt), masks, q_side).to(dtype)
+    found: dict = {}
+
+    def sample(i: list[int] | None) -> torch.Tensor:  # SigLIP + aux MLPs + SVA, frame by frame
+        pix, dn = (siglip_pixels, dino) if i is None else (siglip_pixels[i], dino[i])
+        siglip = towers.encode_siglip(pix)
+        aux0 = connector.mm_projector_aux_0(siglip.to(cdev, cdt)).to(dtype)
+        aux1 = connector.mm_projector_aux_1(dn.to(cdev, cdt)).to(dtype)
+        found.update(siglip=siglip, aux0=aux0, aux1=aux1)
+        return connector.sample(aux0.to(cdt), aux1.to(cdt), masks, q_side).to(dtype)
+
+    if keys is None:
+        sva = sample(None)
+        if store is not None:
+            store.count("sva", len(sva))
+    else:  # the masks follow the size, so the size is part of the key
+        sva = store.get(("sva", tuple(size)), [keys[k] for k in kept] if is_video else keys,
+                        sample)
 
     def resize(x: torch.Tensor, side: int) -> torch.Tensor:
         s = int(x.shape[1] ** 0.5)
@@ -205,8 +259,9 @@ def encode_visual(towers: Towers, connector: Connector, cfg: LongVUConfig,
     proj_low = connector.mm_projector(low.to(cdt)).to(dtype) if mix else None
 
     if trace is not None:
-        trace.update(kept_frame_indices=kept, siglip_features=siglip, aux0=aux0, aux1=aux1,
-                     sva_output=sva, proj_highres=proj_high, proj_lowres=proj_low)
+        trace.update(kept_frame_indices=kept, siglip_features=found["siglip"],
+                     aux0=found["aux0"], aux1=found["aux1"], sva_output=sva,
+                     proj_highres=proj_high, proj_lowres=proj_low)
 
     block = VisualBlock(is_video=is_video, mix=mix, high=[], high_meta=[], kept=kept)
     newline = connector.image_newline
