@@ -1,7 +1,7 @@
 """The evaluator's data pipeline: each question's clip decoded once (in DataLoader workers
-while the model runs), every frame-order condition applied and preprocessed there; a dict
-input gets ``frame_keys`` (video and frame index of each frame) for models that share per-frame
-work across conditions.
+while the model runs), every frame-order condition applied and preprocessed there (once per
+clip when the preprocessor can ``reorder``); a dict input gets ``frame_keys`` (video and frame
+index of each frame) for models that share per-frame work across conditions.
 
 Used by ``lib.evaluate`` (the runner behind notebooks 01 and 04 and ``python -m lib.tvbench
 eval``). torch is imported where the workers need it, so that ``lib.evaluate`` imports without it.
@@ -40,13 +40,19 @@ class ClipDataset:
         except VideoError as e:  # raised in the main process, without a worker's traceback
             return {"i": i, "error": f"{tvbench.sample_id(q)}: {e}"}
         t1 = time.perf_counter()
-        prepared = {}
+        prepared, whole = {}, None
+        reorder = getattr(self.preprocess, "reorder", None)
         for c, s in self.units:
             frames, order = conditions.apply_condition(clip.frames, c, s, tvbench.sample_id(q))
-            prepared[(c, s)] = p = self.preprocess(frames)
+            if order is None or reorder is None:
+                p = self.preprocess(frames)
+            else:  # the clip's frames preprocessed once for every order
+                whole = self.preprocess(clip.frames) if whole is None else whole
+                p = whole if order == list(range(len(clip.frames))) else reorder(whole, order)
             if isinstance(p, dict) and order is not None:  # what each frame shows, so that a
                 # model can encode a frame once for every condition (``LongVU.visual_cache``)
                 p["frame_keys"] = [(str(q.video_path), int(clip.indices[k])) for k in order]
+            prepared[(c, s)] = p
         return {"i": i, "prepared": prepared, "n_frames": len(clip.indices),
                 "video_frames": clip.n_frames, "fps": clip.fps, "note": clip.note,
                 "decode_s": t1 - t0, "prep_s": time.perf_counter() - t1}

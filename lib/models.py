@@ -18,7 +18,6 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,7 +26,7 @@ import torch
 
 from lib import longvu
 from lib.longvu import prompts
-from lib.longvu.model import preprocess_visual
+from lib.longvu.model import VideoPreprocessor
 from lib.tvbench import LETTERS
 
 
@@ -44,7 +43,9 @@ def pick_device(requested: str | None = "auto") -> torch.device:
 
 class VideoQAModel(Protocol):
     """What the evaluator needs from a model. ``preprocessor()`` returns a picklable
-    CPU-only callable (frames uint8 (T,H,W,3) -> model input) that runs in DataLoader workers."""
+    CPU-only callable (frames uint8 (T,H,W,3) -> model input) that runs in DataLoader workers;
+    if it has ``reorder(prepared, order)``, the workers preprocess a clip once for all its
+    frame-order conditions (``lib.eval_data``)."""
 
     name: str
 
@@ -118,8 +119,8 @@ class LongVUModel:
 
     def preprocessor(self) -> Callable[[np.ndarray], Any]:
         # picklable for DataLoader workers; a test checks it matches LongVU.preprocess("video")
-        return partial(preprocess_visual, kind="video", sizes=tuple(self.model.towers.sizes),
-                       legacy_video_size_swap=self.model.flags.legacy_video_size_swap)
+        return VideoPreprocessor(tuple(self.model.towers.sizes),
+                                 self.model.flags.legacy_video_size_swap)
 
     def generate(self, prepared, prompt: str, max_new_tokens: int = 5) -> str:
         return self.model.generate(prepared, prompt, max_new_tokens=max_new_tokens)

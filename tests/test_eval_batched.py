@@ -161,6 +161,17 @@ def test_run_predictions_do_not_depend_on_batch_size(tmp_path):
     assert len(out[1]) == 3 * 2 * 4 and out[1] == out[5]
 
 
+def test_reorder_equals_preprocessing_the_reordered_frames(tiny):
+    """The workers preprocess a clip once for every frame order: exactly what preprocessing the
+    reordered frames gives, repeats (static) included."""
+    pre, frames = tiny.preprocessor(), CLIPS[2]
+    whole = pre(frames)
+    for order in ([8, 0, 3, 1, 2, 7, 6, 5, 4], list(range(8, -1, -1)), [0] * 9):
+        got, want = pre.reorder(whole, order), pre(frames[order])
+        assert set(got) == set(want) and got["image_sizes"] == want["image_sizes"]
+        assert torch.equal(got["siglip"], want["siglip"]) and torch.equal(got["dino"], want["dino"])
+
+
 def test_order_conditions_encode_each_frame_once(tmp_path):
     """normal, shuffled, reversed and static show the frames of one clip: in one run the towers
     and the sampler see each frame once (the runner's frame keys, ``LongVU.visual_cache``), and

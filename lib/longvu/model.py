@@ -62,6 +62,25 @@ def preprocess_visual(frames: np.ndarray, kind: str = "video", sizes: tuple[int,
     return {"siglip": sig, "dino": dino, "image_sizes": [size], "kind": kind}
 
 
+@dataclass(frozen=True)
+class VideoPreprocessor:
+    """``preprocess_visual`` for videos at fixed tower sizes, picklable for DataLoader workers;
+    ``reorder`` gives the tower inputs of already preprocessed frames in another order."""
+
+    sizes: tuple[int, int] = (384, 378)
+    legacy_video_size_swap: bool = True
+
+    def __call__(self, frames: np.ndarray) -> dict:
+        return preprocess_visual(frames, "video", self.sizes, self.legacy_video_size_swap)
+
+    @staticmethod
+    def reorder(prepared: dict, order: Sequence[int]) -> dict:
+        """What ``__call__`` returns for ``frames[order]`` (repeats allowed), from the output
+        for ``frames``: each frame is preprocessed on its own, and the size is the clip's."""
+        idx = torch.as_tensor(list(order), dtype=torch.long)
+        return {**prepared, "siglip": prepared["siglip"][idx], "dino": prepared["dino"][idx]}
+
+
 def placeholder_count(size: tuple[float, float], image_token_len: int) -> int:
     """How many token-id-0 placeholders the original training collator leaks for one image."""
     s = int(image_token_len ** 0.5)
