@@ -37,7 +37,8 @@ API
     prompts.training_example(tokenizer, template, user_text, answer, ...) -> (ids, labels)
     model.preprocess(frames uint8 (T,H,W,3), kind="video"|"image") -> dict   (CPU only);
         model-free twin for DataLoader workers: lib.longvu.model.preprocess_visual(frames,
-        kind, sizes=model.towers.sizes, legacy_video_size_swap=...)
+        kind, sizes=model.towers.sizes, legacy_video_size_swap=...); for videos also
+        VideoPreprocessor(sizes, swap)(frames) and .reorder(prepared, order)
     model.prepare_inputs_embeds(input_ids, visual, attention_mask=None)
         -> (inputs_embeds (B,L,H), attention_mask (B,L), position_map (B,L)); position_map
         indexes each sample's input_ids (-1 = visual/padding); LongVU.align_labels maps labels.

@@ -6,8 +6,9 @@ Public methods: `preprocess`, `prompt`, `prepare_inputs_embeds`, `forward` (labe
 `generate`, `next_token_logits`, `sequence_logprob`, and the evaluator's batched forms
 `generate_batch` and `likelihood_batch` (several questions per decoder forward; option and letter
 continuations scored from one key/value cache of the prompt). Inside `visual_cache()` the towers
-and connector run once per visual input for every prompt on it. Used by notebooks 01
-(evaluation), 03 and 04 (training and analysis).
+and connector run once per visual input for every prompt on it, and once per frame for every
+input that shows it again (``frame_keys``). Used by notebooks 01 (evaluation), 03 and 04
+(training and analysis).
 """
 
 from __future__ import annotations

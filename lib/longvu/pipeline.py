@@ -13,6 +13,7 @@ truncation when the block overflows the budget. Batch size 1 per call, as the or
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -137,7 +138,8 @@ class FrameStore:
         for k, v in ((f"{kind}_frames", computed), (f"{kind}_frames_reused", reused)):
             self.counts[k] = self.counts.get(k, 0) + v
 
-    def get(self, name, keys: list, compute) -> torch.Tensor:
+    def get(self, name: str | tuple, keys: Sequence[Hashable],
+            compute: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:
         """Rows for ``keys`` in order; ``compute(positions)`` runs once, on the first position
         of every key not stored yet."""
         first: dict = {}
@@ -172,8 +174,8 @@ def encode_visual(towers: Towers, connector: Connector, cfg: LongVUConfig,
                   siglip_pixels: torch.Tensor, dino_pixels: torch.Tensor,
                   size: tuple[float, float], is_video: bool, text_len: int,
                   trace: dict | None = None, cache: dict | None = None,
-                  store: FrameStore | None = None, frame_keys: list | None = None
-                  ) -> VisualBlock:
+                  store: FrameStore | None = None,
+                  frame_keys: Sequence[Hashable] | None = None) -> VisualBlock:
     """Towers -> frame selection -> connector -> projected, unpadded per-frame token blocks.
 
     ``cache`` (one dict per visual input, never with ``trace``): the DINO features are kept,
