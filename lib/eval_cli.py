@@ -98,26 +98,26 @@ def cli_eval(args: argparse.Namespace) -> int:
             dist.init_process_group("gloo", timeout=datetime.timedelta(hours=8))
         group = dist
     release = None if args.release == "none" else args.release
+    spec = EvalSpec.from_args(args)
     bench = tvbench.open_benchmark(args.data, args.tasks, args.on_missing, release)
-    bench = diagnostics.perm_k_benchmark(bench, args.perm_k)
+    bench = diagnostics.perm_k_benchmark(bench, spec.perm_k)
     # Imported here so that `score` and `compare` never load torch and transformers.
     from lib.models import load_model
 
-    spec = EvalSpec.from_args(args)
     check_short_windows(bench, spec)  # before the model loads
     with run_folder.locked(args.out, rank):  # before the model loads: a busy folder fails fast
-        recipe = recipes.get(args.recipe)
-        args.dtype = args.dtype or recipe.eval_dtype
-        if args.drop_threshold is None:
-            args.drop_threshold = recipe.eval_drop_threshold
-        model = load_model(args.model, args.adapter, args.device, args.quantization, args.dtype,
+        recipe = recipes.get(args.recipe)  # its dtype and drop_threshold unless given
+        dtype = args.dtype or recipe.eval_dtype
+        drop = recipe.eval_drop_threshold if args.drop_threshold is None else args.drop_threshold
+        model = load_model(args.model, args.adapter, args.device, args.quantization, dtype,
                            token_layout=args.token_layout, layout_seed=args.layout_seed,
-                           drop_threshold=args.drop_threshold)
-        return _eval_locked(args, model, bench, spec, rank, world, group)
+                           drop_threshold=drop)
+        return _eval_locked(args, model, bench, spec, rank, world, group,
+                            recipes.eval_record(args.recipe, dtype, drop))
 
 
 def _eval_locked(args: argparse.Namespace, model: VideoQAModel, bench: Benchmark,
-                 spec: EvalSpec, rank: int, world: int, group) -> int:
+                 spec: EvalSpec, rank: int, world: int, group, record: dict) -> int:
     stats = run(model, bench, args.out, spec, rank, world, progress=not args.quiet)
     if world > 1 and group is None:
         print(f"rank {rank} done ({stats['records']} records); with no process group (no "
@@ -138,7 +138,7 @@ def _eval_locked(args: argparse.Namespace, model: VideoQAModel, bench: Benchmark
     print("\n".join(summary_lines(res) + [tables.format_groups(res)]))
     if not args.no_record:
         results.record(res, args.label or Path(args.out).name, args.out, model.name, args.data,
-                       recipes.eval_record(args.recipe, args.dtype, args.drop_threshold))
+                       record)
     return 0
 
 
