@@ -139,9 +139,9 @@ class FrameStore:
             self.counts[k] = self.counts.get(k, 0) + v
 
     def get(self, name: str | tuple, keys: Sequence[Hashable],
-            compute: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:
+            compute: Callable[[list[int]], torch.Tensor], count: bool = True) -> torch.Tensor:
         """Rows for ``keys`` in order; ``compute(positions)`` runs once, on the first position
-        of every key not stored yet."""
+        of every key not stored yet (``count``: add to the counts)."""
         first: dict = {}
         for i, k in enumerate(keys):
             if (name, k) not in self.rows:
@@ -149,8 +149,9 @@ class FrameStore:
         if first:
             for k, row in zip(first, compute(list(first.values()))):
                 self.rows[(name, k)] = row
-        self.count(name if isinstance(name, str) else name[0], len(first),
-                   len(keys) - len(first))
+        if count:
+            self.count(name if isinstance(name, str) else name[0], len(first),
+                       len(keys) - len(first))
         return torch.stack([self.rows[(name, k)] for k in keys])
 
     def clear(self) -> None:
@@ -187,13 +188,15 @@ def encode_visual(towers: Towers, connector: Connector, cfg: LongVUConfig,
     keys = frame_keys if store is not None else None
     if cache is not None and "dino" in cache:
         dino = cache["dino"]
+    elif keys is not None:  # the store holds the rows; the cache only remembers they counted
+        dino = store.get("dino", keys, lambda i: towers.encode_dino(dino_pixels[i]),
+                         count=cache is None or not cache.get("dino_counted"))
+        if cache is not None:
+            cache["dino_counted"] = True
     else:
-        if keys is not None:
-            dino = store.get("dino", keys, lambda i: towers.encode_dino(dino_pixels[i]))
-        else:
-            dino = towers.encode_dino(dino_pixels)
-            if store is not None:
-                store.count("dino", len(dino))
+        dino = towers.encode_dino(dino_pixels)
+        if store is not None:
+            store.count("dino", len(dino))
         if cache is not None:
             cache["dino"] = dino
     if trace is not None:
