@@ -11,8 +11,9 @@ naive loop decodes and preprocesses each clip once per question and condition an
 between that question's requests; its ratio is printed beside the first. The evaluator
 (``lib.evaluate.run``) decodes in DataLoader workers while the model runs, decodes each clip
 once for all conditions, runs the towers and connector once per (clip, condition) for every
-scorer and once per frame for every condition showing it (normal and shuffled), batches ``--batch-size`` (question, condition) rows per decoder forward, scores every
-option from one prefill of the prompt (key/value cache), and writes resumable predictions.
+scorer and once per frame for every condition showing it (normal and shuffled), batches
+``--batch-size`` (question, condition) rows per decoder forward, scores every option from one
+prefill of the prompt (key/value cache), and writes resumable predictions.
 Both use a tiny random LongVU (Qwen template; ``--geometry small`` towers by default) on the
 CPU and the paper's 2-fps sampler; the videos are MiniTVBench clips rendered larger and at a
 higher frame rate than the test assets so that decoding costs what it does on real clips.
@@ -53,10 +54,11 @@ from lib.tvbench import LETTERS  # noqa: E402
 ALL_SCORERS = ("paper", "strict", "letter", "option")
 
 
-def requests_per_unit(scorings) -> str:
-    """What one (question, condition) costs the naive loop in requests: "one" or "several"."""
+def several_requests(scorings) -> bool:
+    """Whether one (question, condition) costs the naive loop more than one request (only then
+    does decoding per request differ from decoding once per question)."""
     n = int(bool({"paper", "strict"} & set(scorings))) + int("letter" in scorings)
-    return "several" if n > 1 or "option" in scorings else "one"
+    return n > 1 or "option" in scorings
 
 
 def naive(model: models.LongVUModel, questions, units, scorings, per_request: bool = True
@@ -236,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, (label, units, scorings) in enumerate(settings):
         t_naive = naive(model, qs, units, scorings)
         t_once = (naive(model, qs, units, scorings, per_request=False)
-                  if requests_per_unit(scorings) == "several" else t_naive)
+                  if several_requests(scorings) else t_naive)
         t_ours, st = ours(model, bench, tmp / f"s{k}", units, scorings, args.workers,
                           args.threads, bs)
         qc = n * len(units)

@@ -1,7 +1,8 @@
 """Model variants sharing one visual path (issue 14): a start checkpoint and two real LoRA
 adapters (made by lib.adapters, random LoRA weights) evaluated in one pass give the predictions
 of evaluating them one at a time, with the towers and connector run once per (clip, condition)
-for all of them (once per frame for both conditions); an adapter with another connector or modules_to_save is evaluated alone."""
+for all of them (once per frame for both conditions); an adapter with another connector or
+modules_to_save is evaluated alone."""
 
 from __future__ import annotations
 
