@@ -89,6 +89,7 @@ R1_WORDINGS: dict[str, Callable[[Sequence[str]], str]] = {
     "followed": lambda caps: ", followed by ".join(caps) + ".",
     "after": lambda caps: ", and after that ".join(caps) + ".",
 }
+R1_WORDING_MODES = ("paper", "varied")  # GenSpec.wording: the paper's only, or any of the above
 R4_SPECIAL = {"before": "It is the first scene, nothing is before it.",
               "after": "It is the last scene, nothing is after it."}
 # compat: the fork's multiple-choice strings where ours differ (spliced_imgs_q_gens.py at 0bf2d48).
@@ -120,14 +121,14 @@ class GenSpec:
     f_min: int = 1
     k_min: int = 2  # R3: captions listed in the question
     k_max: int = 4
-    wording: str = "paper"  # R1's options: paper ("Scene 1: ...") | varied (any R1_WORDINGS)
+    wording: str = "paper"  # R1_WORDING_MODES: paper ("Scene 1: ...") | varied (any R1_WORDINGS)
 
     def __post_init__(self):
         if self.qtype not in QUESTION_TYPES:
             raise ValueError(f"unknown question type {self.qtype!r}; choose from "
                              f"{QUESTION_TYPES} or a paper name {sorted(ALIASES)}")
-        if self.wording not in ("paper", "varied") or (self.wording == "varied"
-                                                       and self.qtype != "R1"):
+        if self.wording not in R1_WORDING_MODES or (self.wording == "varied"
+                                                    and self.qtype != "R1"):
             raise ValueError(f"{self.qtype}:wording={self.wording}: wording is paper, or "
                              "varied for R1 (its options told in one of R1_WORDINGS)")
         need = MIN_SCENES[self.qtype]
