@@ -11,14 +11,15 @@ Each cell trains S=4 scenes x F frames (F in 5, 10, 20) with lib.train's own pre
 (lib.adapters: LoRA r=64 on the decoder's attention+MLP projections, trainable connector,
 non-reentrant activation checkpointing; loss at answer rows only) and the optimizer lib.train
 uses (8-bit paged AdamW on CUDA, AdamW on CPU; ``full``: decoder + connector in fp32 under
-bf16 autocast with fp32 AdamW, as ``--recipe paper``), micro-batch 1. Reported: peak memory
+bf16 autocast with fp32 AdamW, as ``--recipe paper``), micro-batch 1 (``mb4``: 4 samples in one
+right-padded forward, as ``--micro-batch 4``). Reported: peak memory
 (CUDA max allocated; CPU max RSS, which only grows, so it is meaningless per row on CPU),
 samples/s, decoder tokens/s, the speed against the baseline variant of the same cell and the
 implied time of the paper's 200k samples. QLoRA's memory figures need CUDA (bitsandbytes' CPU
 path runs, but its NF4 kernels and 8-bit paged optimizer are CUDA ones).
 
 Usage: ``python benchmarks/qlora_step.py [--size tiny|full] [--backbones qwen,llama]
-[--F 5,10,20] [--modes qlora,lora,full] [--variants base,eager,no-ckpt] [--steps 3]``.
+[--F 5,10,20] [--modes qlora,lora,full] [--variants base,eager,no-ckpt,mb4] [--steps 3]``.
 Last line: ``qwen F=20 qlora peak X GiB``.
 """
 
@@ -140,14 +141,17 @@ def peak_bytes(device: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-# variant -> (attention implementation, activation checkpointing); "base" is lib.train's default
-VARIANTS = {"base": ("sdpa", True), "eager": ("eager", True), "no-ckpt": ("sdpa", False)}
+# variant -> (attention implementation, activation checkpointing, samples per forward); "base" is
+# lib.train's default; "mb4" is --micro-batch 4 (one right-padded forward, as LongVUTrainer runs
+# a micro-batch; its samples have equal lengths here, which --group-by-length approaches)
+VARIANTS = {"base": ("sdpa", True, 1), "eager": ("eager", True, 1), "no-ckpt": ("sdpa", False, 1),
+            "mb4": ("sdpa", True, 4)}
 
 
 def cell(backbone: str, mode: str, fs: list[int], full: bool, device: torch.device,
          steps: int, variant: str = "base") -> list[dict]:
     cuda = device.type == "cuda"
-    attn, ckpt = VARIANTS[variant]
+    attn, ckpt, mb = VARIANTS[variant]
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -181,13 +185,13 @@ def cell(backbone: str, mode: str, fs: list[int], full: bool, device: torch.devi
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
         for i in range(steps + 1):  # the first step warms up (allocator, kernels)
-            visual, ids, labels = sample(model, 4, f, full, rng)
+            batch = [sample(model, 4, f, full, rng) for _ in range(mb)]
             if cuda:
                 torch.cuda.synchronize(device)
             t = time.perf_counter()
             model.train()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                out = model(visual, [ids], [labels])
+                out = model(*(list(x) for x in zip(*batch)))
             out.loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -195,12 +199,12 @@ def cell(backbone: str, mode: str, fs: list[int], full: bool, device: torch.devi
                 torch.cuda.synchronize(device)
             if i:
                 times.append(time.perf_counter() - t)
-        sec = float(np.median(times))
+        sec = float(np.median(times)) / mb  # per sample
         rows.append({"backbone": backbone, "mode": mode, "variant": variant, "attn": attn,
-                     "checkpointing": ckpt, "S": 4, "F": f, "frames": 4 * f,
-                     "decoder_tokens": tokens[-1], "s_per_sample": sec,
+                     "checkpointing": ckpt, "micro_batch": mb, "S": 4, "F": f, "frames": 4 * f,
+                     "decoder_tokens": tokens[-1] // mb, "s_per_sample": sec,
                      "samples_per_s": 1.0 / sec,
-                     "tokens_per_s": tokens[-1] / sec, "peak_gib": peak_bytes(device) / 2**30,
+                     "tokens_per_s": tokens[-1] / mb / sec, "peak_gib": peak_bytes(device) / 2**30,
                      "weights_gib": weights / 2**30,
                      "paper_200k_h": sec * PAPER_SAMPLES / 3600,
                      "geometry": "full" if full else "tiny-small"})
@@ -243,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backbones", default="qwen,llama")
     ap.add_argument("--F", default="5,10,20")
     ap.add_argument("--modes", default="qlora,lora,full")
-    ap.add_argument("--variants", default="base,eager,no-ckpt",
+    ap.add_argument("--variants", default="base,eager,no-ckpt,mb4",
                     help=f"comma list of {sorted(VARIANTS)}; base first (the others are "
                          "compared with it)")
     ap.add_argument("--steps", type=int, default=3)

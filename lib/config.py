@@ -202,7 +202,8 @@ TRAIN_FLAGS: dict[str, tuple[str | tuple[str, ...], dict[str, Any]]] = {
     "lora_r": ("--r", {}),
     "lora_alpha": ("--alpha", {}),
     "global_batch": ("--global-batch", {}),
-    "micro_batch": ("--micro-batch", {}),
+    "micro_batch": ("--micro-batch", {"help": "samples per forward (one right-padded "
+                                              "forward; see --group-by-length)"}),
     "warmup_ratio": ("--warmup-ratio", {}),
     "weight_decay": ("--weight-decay", {}),
     "max_grad_norm": ("--max-grad-norm", {"help": "0: no clipping"}),

@@ -109,8 +109,9 @@ def build_trainer(model, cfg: TrainConfig, args: TrainingArguments, data: tud.Da
 
 
 class LongVUTrainer(Trainer):
-    """HF Trainer on a LongVU model: the mean loss over an optimizer step's surviving answer
-    tokens, adapter checkpoints, data timing and truncation counts (see the module docstring)."""
+    """HF Trainer on a LongVU model: a micro-batch in one right-padded forward, the mean loss
+    over an optimizer step's surviving answer tokens, adapter checkpoints, data timing and
+    truncation counts per sample (see the module docstring)."""
 
     loss_is_scaled_for_ga = True  # compute_loss divides by the step's answer tokens itself
 
@@ -170,42 +171,46 @@ class LongVUTrainer(Trainer):
         s["bad"] += stats["bad"]
         s["errors"].extend(stats["errors"][:3])
         s["samples"] += len(inputs["input_ids"])
-        total = None
-        for i in range(len(inputs["input_ids"])):  # one sample at a time: its surviving tokens
-            out = model(visual=inputs["visual"][i:i + 1], input_ids=inputs["input_ids"][i:i + 1],
-                        labels=inputs["labels"][i:i + 1],
-                        attention_mask=inputs["attention_mask"][i:i + 1])
-            self._account(out, stats, i)
-            part = out.loss * out.num_tokens if out.num_tokens else out.loss  # 0, with a graph
-            total = part if total is None else total + part
+        # the micro-batch in one right-padded forward; LongVU.forward reports each row's
+        # surviving answer tokens, so the accounting stays per sample
+        out = model(visual=inputs["visual"], input_ids=inputs["input_ids"],
+                    labels=inputs["labels"], attention_mask=inputs["attention_mask"])
+        self._account(out, stats)
+        total = out.loss * out.num_tokens if out.num_tokens else out.loss  # 0, with a graph
         loss = total * self.accelerator.num_processes / self._labels
         return (loss, out) if return_outputs else loss
 
-    def _account(self, out, stats: dict, i: int) -> None:
-        s, kept, want = self.step_stats, out.num_tokens, stats["label_counts"][i]
-        what = f"sample {stats['sample_ids'][i]} ({stats['question_types'][i]})"
+    def _account(self, out, stats: dict) -> None:
+        s = self.step_stats
         value = float(out.loss.detach())
-        if kept and not math.isfinite(value):
+        if out.num_tokens and not math.isfinite(value):
+            bad = [i for i, (k, v) in enumerate(zip(out.row_tokens, out.row_loss))
+                   if k and not math.isfinite(v)] or range(len(out.row_tokens))
+            what = ", ".join(f"sample {stats['sample_ids'][i]} ({stats['question_types'][i]})"
+                             for i in bad)
             raise TrainError(
                 f"step {self.state.global_step + 1}: the loss is {value} on {what}; the run is "
                 "stopped before this step's update and nothing of it is logged or saved. Fix: "
                 "lower the learning rate (--lr / LR) and resume from the last checkpoint "
                 "(--resume), or check the start checkpoint if this is step 1")
-        s["kept"] += kept
-        s["loss_sum"] += value * kept
-        if kept == 0:
-            s["dropped"] += 1
-            if not self._warned:
-                self._warned = True
-                cfg = self.accelerator.unwrap_model(self.model).config
-                print(f"warning: {what}: its prompt and visual tokens fill the checkpoint's "
-                      f"budget (tokenizer_model_max_length {cfg.tokenizer_model_max_length}), "
-                      "so its whole answer is cut off; it is dropped from the loss and counted "
-                      "(answer_dropped_samples in log.jsonl and metrics.json). Fix: fewer "
-                      "scenes (--S) or options, or a checkpoint with a larger budget",
-                      file=sys.stderr, flush=True)
-        elif kept < want:
-            s["cut"] += 1
+        s["kept"] += out.num_tokens
+        s["loss_sum"] += value * out.num_tokens
+        rows = zip(out.row_tokens, stats["label_counts"], strict=True)
+        for i, (kept, want) in enumerate(rows):
+            if kept == 0:
+                s["dropped"] += 1
+                if not self._warned:
+                    self._warned = True
+                    cfg = self.accelerator.unwrap_model(self.model).config
+                    print(f"warning: sample {stats['sample_ids'][i]} "
+                          f"({stats['question_types'][i]}): its prompt and visual tokens fill "
+                          "the checkpoint's budget (tokenizer_model_max_length "
+                          f"{cfg.tokenizer_model_max_length}), so its whole answer is cut off; "
+                          "it is dropped from the loss and counted (answer_dropped_samples in "
+                          "log.jsonl and metrics.json). Fix: fewer scenes (--S) or options, or "
+                          "a checkpoint with a larger budget", file=sys.stderr, flush=True)
+            elif kept < want:
+                s["cut"] += 1
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)

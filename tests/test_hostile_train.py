@@ -4,6 +4,7 @@ bad training inputs, and every writing CLI checks its output location first."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -20,7 +21,7 @@ from lib import assets, longvu, train, train_runs
 from lib import pseudo_video as pv
 from lib.config import TrainConfig
 from lib.eval_cli import main as tvbench_main
-from lib.longvu.model import LongVU, LossOutput
+from lib.longvu.model import LongVU
 from lib.trainer import TrainError
 from tests.longvu_helpers import tiny_ckpt
 
@@ -40,15 +41,15 @@ class Padded(torch.utils.data.Dataset):
     """Toy video questions whose prompts carry filler words: the longer ones lose their answer
     tokens (partly or entirely) to the checkpoint's token budget."""
 
-    def __init__(self, kinds: list[str]):
-        self.kinds = kinds
+    def __init__(self, kinds: list[str], frames: list[int] | None = None):
+        self.kinds, self.frames = kinds, frames or [3] * len(kinds)
 
     def __len__(self):
         return len(self.kinds)
 
     def __getitem__(self, i):
         k = i % len(COLORS)
-        frames = np.full((3, 40, 48, 3), 60 + 40 * k, np.uint8)
+        frames = np.full((self.frames[i], 40, 48, 3), 60 + 40 * k, np.uint8)
         options = "".join(f"({'ABCD'[j]}) {c}\n" for j, c in enumerate(COLORS))
         return {"frames": frames, "sample_id": i, "question_type": self.kinds[i], "errors": [],
                 "prompt": "<image>\nColour?" + " and" * PAD[self.kinds[i]] + "\n" + options,
@@ -118,6 +119,27 @@ def test_truncated_answers_loss_over_survivors(short_ckpt, tmp_path, capsys):
     assert b["answer_dropped_samples"] == 0 and b["answer_cut_samples"] == 1
 
 
+def test_micro_batch_in_one_forward_equals_one_by_one(short_ckpt, tmp_path):
+    """A micro-batch of 4 runs as one right-padded forward (rows of different visual and text
+    lengths, one answer cut, one dropped): the same loss, gradient and counts as 4 micro-batches
+    of 1 accumulated, and the reference mean over the surviving answer tokens."""
+    data = Padded(["intact", "cut", "intact", "dropped"], frames=[2, 3, 5, 1])
+    want, counts = _reference(short_ckpt, data)
+    assert [k == n for k, n in counts] == [True, False, True, False] and counts[3][0] == 0
+    recs = {}
+    for mb in (1, 4):
+        m = train.train(_cfg(short_ckpt, tmp_path / f"mb{mb}", global_batch=4, micro_batch=mb),
+                        dataset=data)
+        (recs[mb],) = train_runs.read_log(tmp_path / f"mb{mb}")
+        assert (m["answer_cut_samples"], m["answer_dropped_samples"], m["samples_seen"]) == \
+            (1, 1, 4)
+    assert recs[4]["loss"] == pytest.approx(want, rel=1e-4)
+    assert recs[4]["loss"] == pytest.approx(recs[1]["loss"], rel=1e-5)
+    assert recs[4]["grad_norm"] == pytest.approx(recs[1]["grad_norm"], rel=1e-4)
+    assert recs[4]["answer_tokens_kept"] == recs[1]["answer_tokens_kept"] == sum(
+        k for k, _ in counts)
+
+
 def test_step_without_answer_tokens_is_skipped_not_nan(short_ckpt, tmp_path, capsys):
     """A step whose every answer was cut makes no update and logs no loss (never NaN)."""
     m = train.train(_cfg(short_ckpt, tmp_path, global_batch=1, max_steps=2),
@@ -146,7 +168,7 @@ def test_non_finite_loss_stops_the_run(short_ckpt, tmp_path, monkeypatch):
     def poisoned(self, *a, **kw):
         out = forward(self, *a, **kw)
         calls.append(1)
-        return LossOutput(out.loss * float("nan"), out.num_tokens) if len(calls) > 1 else out
+        return dataclasses.replace(out, loss=out.loss * float("nan")) if len(calls) > 1 else out
 
     monkeypatch.setattr(LongVU, "forward", poisoned)
     with pytest.raises(TrainError, match=r"step 2: .*nan.*sample"):

@@ -42,8 +42,10 @@ API
     model.prepare_inputs_embeds(input_ids, visual, attention_mask=None)
         -> (inputs_embeds (B,L,H), attention_mask (B,L), position_map (B,L)); position_map
         indexes each sample's input_ids (-1 = visual/padding); LongVU.align_labels maps labels.
-    model.forward(visual, input_ids, labels) -> LossOutput(loss, num_tokens): mean CE on
-        labels != -100, lm_head applied only at those rows; grads reach connector + decoder.
+    model.forward(visual, input_ids, labels) -> LossOutput(loss, num_tokens, row_tokens,
+        row_loss): mean CE on labels != -100 over a right-padded batch, lm_head applied only at
+        those rows; grads reach connector + decoder; per row (detached) the label tokens kept
+        and their mean CE.
     model.generate(frames, prompt_text, max_new_tokens=5, stop=None) -> str   (greedy)
     model.next_token_logits(frames, prompt_text) -> (vocab,) fp32
     model.sequence_logprob(frames, prompt_text, continuations) -> list[float]

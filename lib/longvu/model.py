@@ -14,6 +14,7 @@ input that shows it again (``frame_keys``). Used by notebooks 01 (evaluation), 0
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -44,8 +45,13 @@ class Flags:
 
 @dataclass
 class LossOutput:
+    """The mean CE over a batch's label tokens, their count, and per row (detached): the label
+    tokens left after the token budget and their mean CE (nan for a row with none)."""
+
     loss: torch.Tensor
     num_tokens: int
+    row_tokens: tuple[int, ...]
+    row_loss: tuple[float, ...]
 
 
 def preprocess_visual(frames: np.ndarray, kind: str = "video", sizes: tuple[int, int] = (384, 378),
@@ -343,10 +349,16 @@ class LongVU(nn.Module):
         sel = target != -100
         h = hidden[:, :-1][sel]
         logits = base.lm_head(h).float()
-        n = int(sel.sum())
+        counts = sel.sum(1)
+        n = int(counts.sum())
         if n == 0:
-            return LossOutput(logits.sum() * 0.0, 0)
-        return LossOutput(F.cross_entropy(logits, target[sel]), n)
+            return LossOutput(logits.sum() * 0.0, 0, (0,) * len(sel), (math.nan,) * len(sel))
+        with torch.no_grad():  # per-row figures for the trainer's accounting; no graph
+            ce = F.cross_entropy(logits.detach(), target[sel], reduction="none")
+            sums = ce.new_zeros(len(sel)).index_add_(0, sel.nonzero()[:, 0], ce)
+            rows = (sums / counts).tolist()
+        return LossOutput(F.cross_entropy(logits, target[sel]), n, tuple(counts.tolist()),
+                          tuple(rows))
 
     # -- inference ------------------------------------------------------------------------
     def _prompt_ids(self, prompt_text) -> list[int]:
