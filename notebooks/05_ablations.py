@@ -157,7 +157,7 @@ for rep in reports:
 
 # %% [markdown]
 # ## 5. Seeds
-# The `demo-seeds` preset repeats the embedded study for three seeds; the spread is the noise
+# The `demo-seeds` preset repeats the embedded study for five seeds; the spread is the noise
 # floor any ablation difference above must clear.
 
 # %%
