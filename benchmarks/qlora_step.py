@@ -191,7 +191,8 @@ def cell(backbone: str, mode: str, fs: list[int], full: bool, device: torch.devi
             t = time.perf_counter()
             model.train()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                out = model(*(list(x) for x in zip(*batch)))
+                visuals, ids, labels = map(list, zip(*batch))
+                out = model(visuals, ids, labels)
             out.loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
